@@ -1,0 +1,693 @@
+r"""Pure NumPy reference implementation of the nnback functional API.
+
+Every function here has the same name, signature, input checks and numerics as its
+compiled counterpart in ``nnback.functional``. The code is written for clarity, so
+it doubles as the executable specification of the math and as the oracle that the
+tests compare the compiled kernels against.
+
+Shapes
+------
+Arrays are row-major with the batch first: ``B`` rows, ``n_features`` inputs and
+``n_outputs`` outputs per row, and ``C`` classes for the loss.
+
+* ``x``: (B, n_features), ``weight``: (n_features, n_outputs), ``bias``: (n_outputs,)
+* ``y`` and ``dy`` of a linear layer: (B, n_outputs)
+* activations work element-wise on arrays of any shape
+* logits ``z``: (B, C). ``targets``: class indices of shape (B,) or probabilities
+  of shape (B, C).
+
+Forward and backward formulas
+-----------------------------
+``dy`` is the gradient of a scalar loss L with respect to the output, and each
+backward function returns the gradient with respect to its inputs.
+
+Linear::
+
+    y  = x @ weight + bias
+    dx = dy @ weight.T           (B, n_features)
+    dW = x.T @ dy                (n_features, n_outputs)
+    db = dy.sum(axis=0)          (n_outputs,)
+
+The bias is added to every row, so each bias entry receives the sum of its output
+column over the batch: ``db`` has one entry per output, not per row.
+
+Sigmoid, tanh and ReLU use the forward output ``y`` in their backward pass::
+
+    sigmoid:  y = 1 / (1 + exp(-x))                      dx = dy * y * (1 - y)
+    tanh:     y = (exp(x) - exp(-x)) / (exp(x) + exp(-x))  dx = dy * (1 - y * y)
+    ReLU:     y = max(0, x)                              dx = dy * (y > 0)
+
+Softmax and log-softmax work row by row, with ``m_i = max_j z_ij``::
+
+    p_ij     = exp(z_ij - m_i) / sum_k exp(z_ik - m_i)
+    log p_ij = (z_ij - m_i) - log(sum_k exp(z_ik - m_i))
+
+Softmax cross-entropy with probability targets ``t`` (B, C) has the per-row loss
+``l_i = -sum_j t_ij * log p_ij``. Its gradient with respect to the logits is::
+
+    dl_i/dz_ij = p_ij * sum_k t_ik - t_ij
+
+which is ``p - t`` when the row of targets sums to 1. A class index ``c_i`` is the
+one-hot row ``t_ij = [j == c_i]``, so ``l_i = logsumexp(z_i) - z_i[c_i]`` and
+``dl_i/dz_i = p_i - onehot(c_i)``. The reduction ``"mean"`` returns
+``sum_i l_i / B`` and the gradient divided by B. ``"sum"`` returns ``sum_i l_i``.
+``"none"`` returns the vector ``l`` of shape (B,), with the gradient of
+``sum_i l_i``.
+
+Numerics
+--------
+The compiled kernels follow the same choices:
+
+* Sigmoid branches on the sign of x and evaluates ``1 / (1 + exp(-x))`` for
+  ``x >= 0`` and ``e / (1 + e)`` with ``e = exp(x)`` for ``x < 0``. Neither branch
+  can overflow, so ``sigmoid(+inf) = 1`` and ``sigmoid(-inf) = 0`` without warnings.
+* ReLU's derivative at exactly ``y = 0`` is 0, so ``relu_backward`` passes no
+  gradient through a unit whose output is 0.
+* Backward passes evaluate their formulas as plain products, so NaN in ``y`` or in
+  ``dy`` propagates to ``dx``. ``sigmoid_backward`` and ``tanh_backward`` return NaN
+  wherever y or dy is NaN. ``relu_backward`` multiplies ``dy`` by the mask
+  ``m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN``, so it returns NaN wherever y is
+  NaN, and also where ``y <= 0`` and dy is NaN or infinite (``0 * inf`` is NaN).
+  ``linear_backward`` propagates NaN in x, weight or dy through its sums of
+  products and its column sums.
+* Softmax, log-softmax and the loss subtract the row maximum before ``exp``. The
+  loss is computed in the log domain as log-sum-exp minus the target logit, never
+  as ``log(softmax(z))``, and never clips. NaN anywhere in a row of z makes that
+  row's p, log p, loss and gradient NaN. A row whose maximum is +inf, or whose
+  entries are all -inf, gives NaN because ``inf - inf`` is NaN.
+* Probability targets use ``0 * log 0 = 0``: a target entry of exactly 0
+  contributes no loss, even where its logit is -inf.
+* For probability rows that do not sum to 1, the gradient is the true gradient of
+  the loss above, ``p * sum_k t_ik - t_i``, not ``p - t``.
+* ``"mean"`` divides by B, for probability targets too. The mean over an empty
+  batch (B == 0) is NaN, as 0/0 is, and raises no warning. The sum over an empty
+  batch is 0. With C == 0 and probability targets of shape (B, 0), every row loss
+  is 0 (an empty sum). With C == 0 and class indices, every label is out of range.
+* Overflow to inf and ``inf - inf = NaN`` are the intended IEEE results, so the
+  arithmetic runs under ``np.errstate`` that silences NumPy's RuntimeWarnings.
+
+Input handling
+--------------
+float32 and float64 inputs are computed in their own precision. Other inputs are
+converted once: float16 to float32, integer and bool to float64, and longdouble to
+float64. Complex, object, string and datetime inputs raise TypeError. When a call
+takes several floating-point inputs, they are promoted to their common dtype
+(``np.result_type`` of the converted dtypes), and the outputs have that dtype.
+Inputs are never modified. Outputs are new C-contiguous arrays unless ``out=`` is
+given, in which case the result is written into ``out`` and ``out`` is returned.
+"""
+
+import numpy as np
+
+__all__ = [
+    "linear_forward",
+    "linear_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "tanh_forward",
+    "tanh_backward",
+    "relu_forward",
+    "relu_backward",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# ---------------------------------------------------------------------------
+# Input validation shared by every function
+# ---------------------------------------------------------------------------
+
+
+def _computation_dtype(name, array):
+    """Return the dtype that ``array`` is computed in, or raise TypeError."""
+    dtype = array.dtype
+    if dtype.kind == "f":
+        # float16 widens to float32, and longdouble narrows to float64.
+        if dtype.itemsize <= 4:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} has unsupported dtype {dtype}: expected a real floating-point, "
+        f"integer or bool array"
+    )
+
+
+def _as_float_arrays(**named_values):
+    """Convert each input to one common float32 or float64 dtype, C-contiguous.
+
+    Returns the converted arrays in argument order. An input that already has the
+    common dtype and is C-contiguous is returned without a copy.
+    """
+    arrays = {name: np.asarray(value) for name, value in named_values.items()}
+    dtypes = [_computation_dtype(name, array) for name, array in arrays.items()]
+    common = np.result_type(*dtypes)
+
+    converted = [np.asarray(array, dtype=common, order="C") for array in arrays.values()]
+    if len(converted) == 1:
+        return converted[0]
+    return converted
+
+
+def _require_ndim(name, array, ndim, layout):
+    if array.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array of shape {layout}, got shape {array.shape}"
+        )
+
+
+def _require_same_shape(first_name, first, second_name, second):
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same shape, got "
+            f"{first_name}.shape = {first.shape} and {second_name}.shape = {second.shape}"
+        )
+
+
+def _check_out(out, shape, dtype):
+    """Raise unless ``out`` is None or a writable C-contiguous array of the result's shape and dtype."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, expected the result shape {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, expected the result dtype {dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous; pass np.ascontiguousarray(out) or a new array")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writable array")
+
+
+def _store(result, out):
+    """Return ``result`` as an array, or copy it into ``out`` and return ``out``."""
+    if out is None:
+        # Ufuncs on 0-d arrays return NumPy scalars, so wrap them back into arrays.
+        return np.asarray(result)
+    out[...] = result
+    return out
+
+
+def _check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'mean', 'sum' or 'none', got {reduction!r}"
+        )
+
+
+def _ieee_arithmetic():
+    """Silence NumPy warnings for overflow, underflow and NaN-producing operations.
+
+    inf, 0 and NaN are the IEEE results that the compiled kernels also give, for
+    example ``exp(1000) = inf`` or ``inf - inf = NaN`` in a row whose maximum is inf.
+    """
+    return np.errstate(over="ignore", under="ignore", invalid="ignore")
+
+
+# ---------------------------------------------------------------------------
+# Linear layer
+# ---------------------------------------------------------------------------
+
+
+def _check_linear_shapes(x, weight):
+    _require_ndim("x", x, 2, "(B, n_features)")
+    _require_ndim("weight", weight, 2, "(n_features, n_outputs)")
+    if x.shape[1] != weight.shape[0]:
+        raise ValueError(
+            f"x has shape {x.shape} and weight has shape {weight.shape}: "
+            f"x.shape[1] (n_features) must equal weight.shape[0]"
+        )
+
+
+def linear_forward(x, weight, bias=None, *, out=None):
+    """Compute the affine map ``y = x @ weight + bias``.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, n_features)
+        Input batch.
+    weight : array_like, shape (n_features, n_outputs)
+        Weight matrix. This is the transpose of PyTorch's layout.
+    bias : array_like, shape (n_outputs,), optional
+        Added to every row of ``x @ weight``. None means no bias.
+    out : ndarray, shape (B, n_outputs), optional
+        C-contiguous, writable array of the result dtype that receives ``y``.
+
+    Returns
+    -------
+    y : ndarray, shape (B, n_outputs)
+        ``out`` if it was given. With n_features == 0 the product is an empty sum,
+        so every row of y equals the bias (or 0).
+    """
+    if bias is None:
+        x, weight = _as_float_arrays(x=x, weight=weight)
+    else:
+        x, weight, bias = _as_float_arrays(x=x, weight=weight, bias=bias)
+
+    _check_linear_shapes(x, weight)
+    n_outputs = weight.shape[1]
+    if bias is not None and bias.shape != (n_outputs,):
+        raise ValueError(
+            f"bias must have shape (n_outputs,) = ({n_outputs},) for weight of shape "
+            f"{weight.shape}, got shape {bias.shape}"
+        )
+    _check_out(out, (x.shape[0], n_outputs), x.dtype)
+
+    with _ieee_arithmetic():
+        y = x @ weight
+        if bias is not None:
+            y = y + bias
+    return _store(y, out)
+
+
+def linear_backward(x, weight, dy, *, need_dx=True):
+    """Compute the gradients of ``y = x @ weight + bias`` from ``dy = dL/dy``.
+
+    ``dx = dy @ weight.T``, ``dweight = x.T @ dy`` and ``dbias = dy.sum(axis=0)``.
+    Each bias entry is added to every row of its output column, so its gradient is
+    the sum of that column of dy over the batch.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, n_features)
+        Input of the forward pass.
+    weight : array_like, shape (n_features, n_outputs)
+        Weight of the forward pass.
+    dy : array_like, shape (B, n_outputs)
+        Gradient of the loss with respect to the output y.
+    need_dx : bool, default True
+        If false, dx is not computed and None is returned in its place, as for the
+        first layer of a network.
+
+    Returns
+    -------
+    dx : ndarray of shape (B, n_features), or None if ``need_dx`` is false
+    dweight : ndarray, shape (n_features, n_outputs)
+    dbias : ndarray, shape (n_outputs,)
+        Always returned, because the reference does not know whether the layer has
+        a bias. Zeros when B == 0.
+    """
+    x, weight, dy = _as_float_arrays(x=x, weight=weight, dy=dy)
+
+    _check_linear_shapes(x, weight)
+    _require_ndim("dy", dy, 2, "(B, n_outputs)")
+    expected_dy_shape = (x.shape[0], weight.shape[1])
+    if dy.shape != expected_dy_shape:
+        raise ValueError(
+            f"dy must have shape (B, n_outputs) = {expected_dy_shape} for x of shape "
+            f"{x.shape} and weight of shape {weight.shape}, got shape {dy.shape}"
+        )
+
+    with _ieee_arithmetic():
+        dx = dy @ weight.T if need_dx else None
+        dweight = x.T @ dy
+        dbias = dy.sum(axis=0)
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------
+# Element-wise activations
+# ---------------------------------------------------------------------------
+
+
+def _activation_backward_inputs(y, dy, out):
+    y, dy = _as_float_arrays(y=y, dy=dy)
+    _require_same_shape("y", y, "dy", dy)
+    _check_out(out, y.shape, y.dtype)
+    return y, dy
+
+
+def sigmoid_forward(x, *, out=None):
+    """Compute the logistic sigmoid ``y = 1 / (1 + exp(-x))`` element-wise.
+
+    Parameters
+    ----------
+    x : array_like, any shape
+    out : ndarray, optional
+        C-contiguous, writable array of x's shape and the result dtype.
+
+    Returns
+    -------
+    y : ndarray, same shape as x
+        Values in [0, 1]. NaN where x is NaN.
+    """
+    x = _as_float_arrays(x=x)
+    _check_out(out, x.shape, x.dtype)
+
+    y = np.empty_like(x)
+    # exp is only evaluated at non-positive arguments, so it cannot overflow.
+    # NaN fails the test x >= 0 and propagates through the second branch.
+    non_negative = x >= 0
+    with _ieee_arithmetic():
+        y[non_negative] = 1 / (1 + np.exp(-x[non_negative]))
+        e = np.exp(x[~non_negative])
+        y[~non_negative] = e / (1 + e)
+    return _store(y, out)
+
+
+def sigmoid_backward(y, dy, *, out=None):
+    """Compute ``dx = dy * y * (1 - y)`` from the sigmoid output y.
+
+    Parameters
+    ----------
+    y : array_like
+        Output of ``sigmoid_forward``.
+    dy : array_like, same shape as y
+        Gradient of the loss with respect to y.
+    out : ndarray, optional
+        C-contiguous, writable array of y's shape and the result dtype.
+
+    Returns
+    -------
+    dx : ndarray, same shape as y
+        NaN wherever y or dy is NaN.
+    """
+    y, dy = _activation_backward_inputs(y, dy, out)
+    with _ieee_arithmetic():
+        dx = dy * y * (1 - y)
+    return _store(dx, out)
+
+
+def tanh_forward(x, *, out=None):
+    """Compute ``y = tanh(x) = (exp(x) - exp(-x)) / (exp(x) + exp(-x))`` element-wise.
+
+    Parameters
+    ----------
+    x : array_like, any shape
+    out : ndarray, optional
+        C-contiguous, writable array of x's shape and the result dtype.
+
+    Returns
+    -------
+    y : ndarray, same shape as x
+        Values in [-1, 1], with ``tanh(+-inf) = +-1``. NaN where x is NaN.
+    """
+    x = _as_float_arrays(x=x)
+    _check_out(out, x.shape, x.dtype)
+    return _store(np.tanh(x), out)
+
+
+def tanh_backward(y, dy, *, out=None):
+    """Compute ``dx = dy * (1 - y * y)`` from the tanh output y.
+
+    The derivative of tanh is ``1 - tanh(x)**2``.
+
+    Parameters
+    ----------
+    y : array_like
+        Output of ``tanh_forward``.
+    dy : array_like, same shape as y
+        Gradient of the loss with respect to y.
+    out : ndarray, optional
+        C-contiguous, writable array of y's shape and the result dtype.
+
+    Returns
+    -------
+    dx : ndarray, same shape as y
+        NaN wherever y or dy is NaN.
+    """
+    y, dy = _activation_backward_inputs(y, dy, out)
+    with _ieee_arithmetic():
+        dx = dy * (1 - y * y)
+    return _store(dx, out)
+
+
+def relu_forward(x, *, out=None):
+    """Compute the rectifier ``y = max(0, x)`` element-wise.
+
+    Parameters
+    ----------
+    x : array_like, any shape
+    out : ndarray, optional
+        C-contiguous, writable array of x's shape and the result dtype.
+
+    Returns
+    -------
+    y : ndarray, same shape as x
+        x where x > 0, 0 where x <= 0 (the sign of a zero is not specified), and
+        NaN where x is NaN.
+    """
+    x = _as_float_arrays(x=x)
+    _check_out(out, x.shape, x.dtype)
+    # np.maximum propagates NaN, unlike a comparison-based mask.
+    return _store(np.maximum(x, 0), out)
+
+
+def relu_backward(y, dy, *, out=None):
+    """Compute ``dx = dy * m`` with the mask ``m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN``.
+
+    The derivative at exactly y == 0 is taken to be 0.
+
+    Parameters
+    ----------
+    y : array_like
+        Output of ``relu_forward``.
+    dy : array_like, same shape as y
+        Gradient of the loss with respect to y.
+    out : ndarray, optional
+        C-contiguous, writable array of y's shape and the result dtype.
+
+    Returns
+    -------
+    dx : ndarray, same shape as y
+        NaN where y is NaN, where dy is NaN, and where y <= 0 and dy is infinite.
+    """
+    y, dy = _activation_backward_inputs(y, dy, out)
+
+    # The mask has y's float dtype, so a float32 gradient stays float32.
+    mask = np.asarray(y > 0, dtype=y.dtype)
+    mask[np.isnan(y)] = np.nan
+    with _ieee_arithmetic():
+        dx = dy * mask
+    return _store(dx, out)
+
+
+# ---------------------------------------------------------------------------
+# Softmax and cross-entropy
+# ---------------------------------------------------------------------------
+
+
+def _check_logits(z):
+    _require_ndim("z", z, 2, "(B, C)")
+
+
+def _shift_and_log_sum_exp(z):
+    """Return ``z - max`` per row and ``log(sum(exp(z - max)))`` per row, shape (B, 1).
+
+    The row maximum is subtracted so that exp never overflows. The sum then contains
+    exp(0) = 1 and is at least 1, unless the row is empty (C == 0) or the shift
+    produced NaN.
+    """
+    with _ieee_arithmetic():
+        # initial=-inf makes the maximum of an empty row -inf instead of an error.
+        row_max = z.max(axis=1, keepdims=True, initial=-np.inf)
+        shifted = z - row_max
+        sum_exp = np.exp(shifted).sum(axis=1, keepdims=True)
+        # An empty row has the sum 0 and the log-sum-exp log(0) = -inf.
+        with np.errstate(divide="ignore"):
+            log_sum_exp = np.log(sum_exp)
+    return shifted, log_sum_exp
+
+
+def softmax(z, *, out=None):
+    """Compute ``p_ij = exp(z_ij) / sum_k exp(z_ik)`` row by row.
+
+    The row maximum is subtracted before exp, which leaves p unchanged.
+
+    Parameters
+    ----------
+    z : array_like, shape (B, C)
+        Logits.
+    out : ndarray, shape (B, C), optional
+        C-contiguous, writable array of the result dtype.
+
+    Returns
+    -------
+    p : ndarray, shape (B, C)
+        Each row sums to 1. Rows containing NaN, rows whose maximum is +inf and
+        rows of all -inf are NaN.
+    """
+    z = _as_float_arrays(z=z)
+    _check_logits(z)
+    _check_out(out, z.shape, z.dtype)
+
+    shifted, log_sum_exp = _shift_and_log_sum_exp(z)
+    with _ieee_arithmetic():
+        p = np.exp(shifted - log_sum_exp)
+    return _store(p, out)
+
+
+def log_softmax(z, *, out=None):
+    """Compute ``log p_ij = z_ij - log(sum_k exp(z_ik))`` row by row.
+
+    The result is computed in the log domain, not as ``log(softmax(z))``, so it is
+    finite wherever z is finite, even where p underflows to 0.
+
+    Parameters
+    ----------
+    z : array_like, shape (B, C)
+        Logits.
+    out : ndarray, shape (B, C), optional
+        C-contiguous, writable array of the result dtype.
+
+    Returns
+    -------
+    log_p : ndarray, shape (B, C)
+        NaN in the same rows as ``softmax``.
+    """
+    z = _as_float_arrays(z=z)
+    _check_logits(z)
+    _check_out(out, z.shape, z.dtype)
+
+    shifted, log_sum_exp = _shift_and_log_sum_exp(z)
+    with _ieee_arithmetic():
+        log_p = shifted - log_sum_exp
+    return _store(log_p, out)
+
+
+def _check_class_indices(labels, z_shape):
+    """Raise unless ``labels`` is a 1-D integer array of length B with 0 <= label < C."""
+    n_rows, n_classes = z_shape
+    if labels.ndim != 1:
+        raise ValueError(
+            f"class-index targets must be a 1-D array of shape (B,) = ({n_rows},) "
+            f"for z of shape {z_shape}, got shape {labels.shape}"
+        )
+    if labels.shape[0] != n_rows:
+        raise ValueError(
+            f"targets has {labels.shape[0]} class indices but z has {n_rows} rows: "
+            f"expected shape ({n_rows},) for z of shape {z_shape}"
+        )
+
+    # Widening to a 64-bit integer of the same signedness compares every value
+    # exactly, including uint64 labels above the int64 maximum.
+    if labels.dtype.kind == "u":
+        out_of_range = labels.astype(np.uint64) >= n_classes
+    else:
+        wide = labels.astype(np.int64)
+        out_of_range = (wide < 0) | (wide >= n_classes)
+    if out_of_range.any():
+        position = int(np.flatnonzero(out_of_range)[0])
+        value = int(labels[position])
+        raise IndexError(
+            f"targets[{position}] = {value} is not a valid class index for z of shape "
+            f"{z_shape}: expected 0 <= label < {n_classes}"
+        )
+
+
+def _prepare_targets(z, targets):
+    """Validate the logits and targets and convert them to their computation dtype.
+
+    Returns ``(z, labels, probabilities)``, where exactly one of labels and
+    probabilities is None. Integer targets are class indices, and floating-point
+    targets are probabilities with the shape of z.
+    """
+    raw_targets = np.asarray(targets)
+    kind = raw_targets.dtype.kind
+
+    if kind in "iu":
+        z = _as_float_arrays(z=z)
+        _check_logits(z)
+        _check_class_indices(raw_targets, z.shape)
+        labels = raw_targets.astype(np.intp)
+        return z, labels, None
+
+    if kind == "b":
+        raise TypeError(
+            "targets has dtype bool: pass class indices as an integer array of shape "
+            "(B,) or probabilities as a float array of shape (B, C)"
+        )
+    if kind == "f" and raw_targets.ndim == 1:
+        raise TypeError(
+            f"targets is a 1-D array of dtype {raw_targets.dtype}: class indices must "
+            f"have an integer dtype, and probability targets must have the shape (B, C) of z"
+        )
+
+    # _as_float_arrays raises TypeError for complex, object and string targets.
+    z, probabilities = _as_float_arrays(z=z, targets=raw_targets)
+    _check_logits(z)
+    if probabilities.shape != z.shape:
+        raise ValueError(
+            f"probability targets must have the shape of z, got targets.shape = "
+            f"{probabilities.shape} and z.shape = {z.shape}"
+        )
+    return z, None, probabilities
+
+
+def softmax_cross_entropy(z, targets, *, reduction="mean"):
+    """Compute the softmax cross-entropy loss and its gradient with respect to z.
+
+    With ``log p = log_softmax(z)``, the per-row loss is ``l_i = -sum_j t_ij log p_ij``.
+    A class index ``c_i`` is treated as the one-hot row ``t_ij = [j == c_i]``, which
+    gives ``l_i = logsumexp(z_i) - z_i[c_i]``. The gradient of ``l_i`` is
+    ``p_i * sum_j t_ij - t_i``, which is ``p_i - t_i`` for rows that sum to 1.
+
+    Parameters
+    ----------
+    z : array_like, shape (B, C)
+        Logits.
+    targets : array_like, shape (B,) of integers or (B, C) of floats
+        Class indices in ``[0, C)`` of any integer dtype, or target probabilities.
+        Probability rows need not sum to 1, and an entry of exactly 0 contributes
+        no loss even where its logit is -inf.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` divides the summed loss and the gradient by B. ``"sum"`` returns
+        the summed loss. ``"none"`` returns the per-row losses, and the gradient of
+        their sum.
+
+    Returns
+    -------
+    loss : float or ndarray of shape (B,)
+        A Python float for "mean" and "sum", and an array of the computation dtype
+        for "none". The mean over B == 0 rows is NaN, and the sum is 0.0.
+    dz : ndarray, shape (B, C)
+        Gradient of the returned loss (for "none", of its sum) with respect to z.
+
+    Raises
+    ------
+    TypeError
+        For bool, complex or object targets, and for 1-D float targets.
+    ValueError
+        For an invalid reduction or shapes that do not match z.
+    IndexError
+        For the first class index outside ``[0, C)``.
+    """
+    _check_reduction(reduction)
+    z, labels, probabilities = _prepare_targets(z, targets)
+    n_rows = z.shape[0]
+
+    shifted, log_sum_exp = _shift_and_log_sum_exp(z)
+    with _ieee_arithmetic():
+        p = np.exp(shifted - log_sum_exp)
+
+        if labels is not None:
+            rows = np.arange(n_rows)
+            # logsumexp(z_i) - z_i[c_i], with the row maximum cancelled from both terms.
+            row_losses = log_sum_exp[:, 0] - shifted[rows, labels]
+            dz = p.copy()
+            dz[rows, labels] -= 1
+        else:
+            log_p = shifted - log_sum_exp
+            # Only entries with t != 0 enter the sum, which implements 0 * log 0 = 0.
+            # Multiplying t = 0 by log p = -inf would give NaN.
+            loss_terms = np.zeros_like(log_p)
+            nonzero = probabilities != 0
+            loss_terms[nonzero] = -probabilities[nonzero] * log_p[nonzero]
+            row_losses = loss_terms.sum(axis=1)
+            dz = p * probabilities.sum(axis=1, keepdims=True) - probabilities
+
+    if reduction == "none":
+        return row_losses, dz
+    if reduction == "sum":
+        return float(row_losses.sum()), dz
+
+    # reduction == "mean"
+    if n_rows == 0:
+        return float("nan"), dz
+    with _ieee_arithmetic():
+        return float(row_losses.sum() / n_rows), dz / n_rows

@@ -1,0 +1,43 @@
+"""Build the compiled kernels of nnback.
+
+Every ``nnback/_*.pyx`` file becomes one extension module. The Cython compiler
+directives are set here and nowhere else. Set ``NNBACK_DEBUG=1`` in the
+environment to build with bounds, wraparound and initialization checks turned
+back on, and without optimization.
+"""
+
+import os
+from glob import glob
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("NNBACK_DEBUG", "") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+
+def make_extension(pyx_path):
+    module_name = pyx_path[: -len(".pyx")].replace(os.sep, ".")
+    return Extension(
+        module_name,
+        sources=[pyx_path],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=COMPILE_ARGS,
+    )
+
+
+extensions = [make_extension(path) for path in sorted(glob(os.path.join("nnback", "_*.pyx")))]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
