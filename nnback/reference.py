@@ -1,9 +1,9 @@
 r"""Pure NumPy reference implementation of the nnback functional API.
 
-Every function here has the same name, signature, input checks and numerics as its
-compiled counterpart in ``nnback.functional``. The code is written for clarity, so
-it doubles as the executable specification of the math and as the oracle that the
-tests compare the compiled kernels against.
+Each function has the name, signature, input checks and numerics that its compiled
+counterpart in ``nnback.functional`` is specified to have. The code is written for
+clarity, so it doubles as the executable specification of the math and as the
+oracle that the tests compare the compiled kernels against.
 
 Shapes
 ------
@@ -29,13 +29,13 @@ Linear::
     db = dy.sum(axis=0)          (n_outputs,)
 
 The bias is added to every row, so each bias entry receives the sum of its output
-column over the batch: ``db`` has one entry per output, not per row.
+column over the batch. ``db`` has one entry per output, not one per row.
 
 Sigmoid, tanh and ReLU use the forward output ``y`` in their backward pass::
 
-    sigmoid:  y = 1 / (1 + exp(-x))                      dx = dy * y * (1 - y)
+    sigmoid:  y = 1 / (1 + exp(-x))                        dx = dy * y * (1 - y)
     tanh:     y = (exp(x) - exp(-x)) / (exp(x) + exp(-x))  dx = dy * (1 - y * y)
-    ReLU:     y = max(0, x)                              dx = dy * (y > 0)
+    ReLU:     y = max(0, x)                                dx = dy * (y > 0)
 
 Softmax and log-softmax work row by row, with ``m_i = max_j z_ij``::
 
@@ -52,11 +52,11 @@ one-hot row ``t_ij = [j == c_i]``, so ``l_i = logsumexp(z_i) - z_i[c_i]`` and
 ``dl_i/dz_i = p_i - onehot(c_i)``. The reduction ``"mean"`` returns
 ``sum_i l_i / B`` and the gradient divided by B. ``"sum"`` returns ``sum_i l_i``.
 ``"none"`` returns the vector ``l`` of shape (B,), with the gradient of
-``sum_i l_i``.
+``sum_i l_i``. The loss is a Python float for ``"mean"`` and ``"sum"``.
 
 Numerics
 --------
-The compiled kernels follow the same choices:
+``nnback.functional`` is specified to make the same choices:
 
 * Sigmoid branches on the sign of x and evaluates ``1 / (1 + exp(-x))`` for
   ``x >= 0`` and ``e / (1 + e)`` with ``e = exp(x)`` for ``x < 0``. Neither branch
@@ -75,16 +75,18 @@ The compiled kernels follow the same choices:
   as ``log(softmax(z))``, and never clips. NaN anywhere in a row of z makes that
   row's p, log p, loss and gradient NaN. A row whose maximum is +inf, or whose
   entries are all -inf, gives NaN because ``inf - inf`` is NaN.
-* Probability targets use ``0 * log 0 = 0``: a target entry of exactly 0
+* Probability targets use ``0 * log 0 = 0``, so a target entry of exactly 0
   contributes no loss, even where its logit is -inf.
 * For probability rows that do not sum to 1, the gradient is the true gradient of
   the loss above, ``p * sum_k t_ik - t_i``, not ``p - t``.
 * ``"mean"`` divides by B, for probability targets too. The mean over an empty
-  batch (B == 0) is NaN, as 0/0 is, and raises no warning. The sum over an empty
-  batch is 0. With C == 0 and probability targets of shape (B, 0), every row loss
+  batch (B == 0) is NaN, as 0/0 is, and raises no warning, and its gradient has
+  shape (0, C). The sum over an empty batch is 0. With C == 0 and probability targets of shape (B, 0), every row loss
   is 0 (an empty sum). With C == 0 and class indices, every label is out of range.
-* Overflow to inf and ``inf - inf = NaN`` are the intended IEEE results, so the
-  arithmetic runs under ``np.errstate`` that silences NumPy's RuntimeWarnings.
+* Overflow to inf, underflow to 0 and ``inf - inf = NaN`` are intended IEEE
+  results, so the arithmetic runs under ``np.errstate`` and emits no
+  RuntimeWarning. ``sigmoid_forward`` silences only underflow, because it never
+  overflows.
 
 Input handling
 --------------
@@ -93,8 +95,13 @@ converted once: float16 to float32, integer and bool to float64, and longdouble 
 float64. Complex, object, string and datetime inputs raise TypeError. When a call
 takes several floating-point inputs, they are promoted to their common dtype
 (``np.result_type`` of the converted dtypes), and the outputs have that dtype.
-Inputs are never modified. Outputs are new C-contiguous arrays unless ``out=`` is
-given, in which case the result is written into ``out`` and ``out`` is returned.
+Integer targets are class indices and take no part in the promotion. Float targets
+are probabilities and must have the shape of z, and 1-D float targets raise
+TypeError as float class indices. Bool targets raise TypeError.
+
+Inputs other than ``out`` are never modified. Outputs are new C-contiguous arrays
+unless ``out=`` is given, in which case the result is written into ``out`` and
+``out`` is returned.
 """
 
 import numpy as np
@@ -132,7 +139,7 @@ def _computation_dtype(name, array):
     if dtype.kind in "iub":
         return np.dtype(np.float64)
     raise TypeError(
-        f"{name} has unsupported dtype {dtype}: expected a real floating-point, "
+        f"{name} has unsupported dtype {dtype}, expected a real floating-point, "
         f"integer or bool array"
     )
 
@@ -179,9 +186,11 @@ def _check_out(out, shape, dtype):
     if out.dtype != dtype:
         raise ValueError(f"out has dtype {out.dtype}, expected the result dtype {dtype}")
     if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous; pass np.ascontiguousarray(out) or a new array")
+        raise ValueError(
+            f"out must be a C-contiguous array, got strides {out.strides} for shape {out.shape}"
+        )
     if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writable array")
+        raise ValueError("out is read-only, so the result cannot be written into it")
 
 
 def _store(result, out):
@@ -203,8 +212,8 @@ def _check_reduction(reduction):
 def _ieee_arithmetic():
     """Silence NumPy warnings for overflow, underflow and NaN-producing operations.
 
-    inf, 0 and NaN are the IEEE results that the compiled kernels also give, for
-    example ``exp(1000) = inf`` or ``inf - inf = NaN`` in a row whose maximum is inf.
+    inf, 0 and NaN are the intended IEEE results, for example ``y + bias = inf``
+    after overflow or ``inf - inf = NaN`` in a softmax row whose maximum is inf.
     """
     return np.errstate(over="ignore", under="ignore", invalid="ignore")
 
@@ -219,8 +228,8 @@ def _check_linear_shapes(x, weight):
     _require_ndim("weight", weight, 2, "(n_features, n_outputs)")
     if x.shape[1] != weight.shape[0]:
         raise ValueError(
-            f"x has shape {x.shape} and weight has shape {weight.shape}: "
-            f"x.shape[1] (n_features) must equal weight.shape[0]"
+            f"x.shape[1] (n_features) must equal weight.shape[0], got x of shape "
+            f"{x.shape} and weight of shape {weight.shape}"
         )
 
 
@@ -289,8 +298,8 @@ def linear_backward(x, weight, dy, *, need_dx=True):
     dx : ndarray of shape (B, n_features), or None if ``need_dx`` is false
     dweight : ndarray, shape (n_features, n_outputs)
     dbias : ndarray, shape (n_outputs,)
-        Always returned, because the reference does not know whether the layer has
-        a bias. Zeros when B == 0.
+        Always returned, because this function takes no bias argument. Zeros when
+        B == 0.
     """
     x, weight, dy = _as_float_arrays(x=x, weight=weight, dy=dy)
 
@@ -340,10 +349,11 @@ def sigmoid_forward(x, *, out=None):
     _check_out(out, x.shape, x.dtype)
 
     y = np.empty_like(x)
-    # exp is only evaluated at non-positive arguments, so it cannot overflow.
-    # NaN fails the test x >= 0 and propagates through the second branch.
+    # exp is only evaluated at non-positive arguments, so it cannot overflow, and
+    # only underflow to 0 is silenced. NaN fails the test x >= 0 and propagates
+    # through the second branch.
     non_negative = x >= 0
-    with _ieee_arithmetic():
+    with np.errstate(under="ignore"):
         y[non_negative] = 1 / (1 + np.exp(-x[non_negative]))
         e = np.exp(x[~non_negative])
         y[~non_negative] = e / (1 + e)
@@ -509,8 +519,8 @@ def softmax(z, *, out=None):
     Returns
     -------
     p : ndarray, shape (B, C)
-        Each row sums to 1. Rows containing NaN, rows whose maximum is +inf and
-        rows of all -inf are NaN.
+        Each row sums to 1 up to rounding. Rows containing NaN, rows whose maximum
+        is +inf and rows of all -inf are NaN.
     """
     z = _as_float_arrays(z=z)
     _check_logits(z)
@@ -518,6 +528,8 @@ def softmax(z, *, out=None):
 
     shifted, log_sum_exp = _shift_and_log_sum_exp(z)
     with _ieee_arithmetic():
+        # exp(shifted - log_sum_exp) equals exp(z - m) / sum_k exp(z_k - m), and it
+        # is exactly exp(log_softmax(z)).
         p = np.exp(shifted - log_sum_exp)
     return _store(p, out)
 
@@ -560,8 +572,8 @@ def _check_class_indices(labels, z_shape):
         )
     if labels.shape[0] != n_rows:
         raise ValueError(
-            f"targets has {labels.shape[0]} class indices but z has {n_rows} rows: "
-            f"expected shape ({n_rows},) for z of shape {z_shape}"
+            f"targets has {labels.shape[0]} class indices but z has {n_rows} rows, "
+            f"expected targets of shape ({n_rows},) for z of shape {z_shape}"
         )
 
     # Widening to a 64-bit integer of the same signedness compares every value
@@ -576,7 +588,7 @@ def _check_class_indices(labels, z_shape):
         value = int(labels[position])
         raise IndexError(
             f"targets[{position}] = {value} is not a valid class index for z of shape "
-            f"{z_shape}: expected 0 <= label < {n_classes}"
+            f"{z_shape}, expected 0 <= label < {n_classes}"
         )
 
 
@@ -599,13 +611,13 @@ def _prepare_targets(z, targets):
 
     if kind == "b":
         raise TypeError(
-            "targets has dtype bool: pass class indices as an integer array of shape "
-            "(B,) or probabilities as a float array of shape (B, C)"
+            "targets has dtype bool, which is invalid. Pass class indices as an integer "
+            "array of shape (B,) or probabilities as a float array of shape (B, C)"
         )
     if kind == "f" and raw_targets.ndim == 1:
         raise TypeError(
-            f"targets is a 1-D array of dtype {raw_targets.dtype}: class indices must "
-            f"have an integer dtype, and probability targets must have the shape (B, C) of z"
+            f"1-D targets are class indices and must have an integer dtype, got dtype "
+            f"{raw_targets.dtype}. Probability targets must have the shape (B, C) of z"
         )
 
     # _as_float_arrays raises TypeError for complex, object and string targets.

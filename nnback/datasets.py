@@ -1,0 +1,437 @@
+"""Load classification data sets as float32 feature matrices and integer labels.
+
+Every loader returns a :class:`Dataset` of four arrays:
+
+* ``x_train`` (n_train, n_features) and ``x_test`` (n_test, n_features): float32,
+  C-contiguous, one flattened sample per row;
+* ``y_train`` (n_train,) and ``y_test`` (n_test,): int64 class indices >= 0.
+
+Sources:
+
+* :func:`load_digits`: the 8x8 handwritten digits that ship with scikit-learn
+  (1797 samples, 64 features, 10 classes), split into train and test sets with a
+  fixed seed and scaled from 0..16 to [0, 1].
+* :func:`load_npz`: a NumPy ``.npz`` archive with the arrays ``x_train``,
+  ``y_train``, ``x_test`` and ``y_test``.
+* :func:`load_mnist_idx`: a folder with the four MNIST files in IDX format, each
+  optionally gzip-compressed.
+* :func:`load_dataset`: either of the last two, chosen by the path.
+
+Features are converted as follows: uint8 arrays (8-bit images) are divided by 255,
+so they lie in [0, 1]. Other integer, bool and floating-point arrays are converted
+to float32 without scaling. Samples with more than one dimension (images of shape
+(n, 28, 28), for example) are flattened to one row each.
+
+Malformed input raises ValueError with a message that names the file and what is
+wrong. A missing file raises FileNotFoundError.
+"""
+
+import gzip
+import os
+import struct
+import zipfile
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+# The four files of the MNIST distribution. Each may also be stored with a
+# ".gz" suffix.
+MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+# IDX type codes (the third byte of the magic number) and the big-endian NumPy
+# dtype of the data that follows the header.
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class Dataset(NamedTuple):
+    """Train and test arrays of a classification data set."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n_features(self):
+        """Number of features per sample."""
+        return self.x_train.shape[1]
+
+    @property
+    def n_classes(self):
+        """Number of classes: the largest label of either split plus one."""
+        labels = [y.max() for y in (self.y_train, self.y_test) if y.size]
+        return int(max(labels)) + 1 if labels else 0
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn's digits
+# ---------------------------------------------------------------------------
+
+
+def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
+    """Load scikit-learn's 8x8 digits, scaled to [0, 1] and split into train and test.
+
+    The split is stratified by class and depends only on ``test_fraction`` and
+    ``seed``. With the defaults, the test set has 450 of the 1797 samples.
+    Requires scikit-learn, which ships the data.
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise ImportError(
+            "the digits data set ships with scikit-learn, which is not installed: "
+            "install it with 'pip install scikit-learn' or pass another data set"
+        ) from exc
+
+    digits = sklearn_load_digits()
+    # Pixel values are integers from 0 to 16.
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return Dataset(
+        np.ascontiguousarray(x_train),
+        np.ascontiguousarray(y_train),
+        np.ascontiguousarray(x_test),
+        np.ascontiguousarray(y_test),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Conversion and checks shared by the file loaders
+# ---------------------------------------------------------------------------
+
+
+def _as_features(array, name, source):
+    """Return ``array`` as a float32 (n_samples, n_features) matrix.
+
+    ``name`` and ``source`` identify the array in error messages.
+    """
+    if array.ndim < 2:
+        raise ValueError(
+            f"{source}: {name} has shape {array.shape}: expected at least 2 "
+            f"dimensions (samples first, then features or pixels)"
+        )
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: {name} has dtype {array.dtype}: expected an integer, bool "
+            f"or floating-point array"
+        )
+
+    flat = array.reshape(array.shape[0], -1)
+    if array.dtype == np.uint8:
+        # 8-bit images: 0..255 maps to [0, 1].
+        return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32)
+    return np.ascontiguousarray(flat, dtype=np.float32)
+
+
+def _as_labels(array, name, source):
+    """Return ``array`` as an int64 vector of class indices >= 0."""
+    if array.ndim != 1:
+        raise ValueError(
+            f"{source}: {name} has shape {array.shape}: expected a 1-D array of "
+            f"class labels"
+        )
+    if array.dtype.kind not in "iu":
+        raise ValueError(
+            f"{source}: {name} has dtype {array.dtype}: expected integer class "
+            f"labels"
+        )
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"{source}: {name} contains the negative label {array.min()}: expected "
+            f"class indices >= 0"
+        )
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{source}: {name} contains the label {array.max()}, which does not fit "
+            f"in int64"
+        )
+    return array.astype(np.int64)
+
+
+def _check_split(x, y, x_name, y_name, source):
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{source}: {x_name} has {x.shape[0]} samples but {y_name} has "
+            f"{y.shape[0]} labels: expected the same number"
+        )
+
+
+def _make_dataset(arrays, source):
+    """Check and convert a dict with the four raw arrays of ``NPZ_KEYS``."""
+    x_train = _as_features(arrays["x_train"], "x_train", source)
+    x_test = _as_features(arrays["x_test"], "x_test", source)
+    y_train = _as_labels(arrays["y_train"], "y_train", source)
+    y_test = _as_labels(arrays["y_test"], "y_test", source)
+
+    _check_split(x_train, y_train, "x_train", "y_train", source)
+    _check_split(x_test, y_test, "x_test", "y_test", source)
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(
+            f"{source}: x_train has {x_train.shape[1]} features per sample but "
+            f"x_test has {x_test.shape[1]}: expected the same number"
+        )
+    if x_train.shape[0] == 0:
+        raise ValueError(f"{source}: x_train has no samples")
+    return Dataset(x_train, y_train, x_test, y_test)
+
+
+# ---------------------------------------------------------------------------
+# .npz archives
+# ---------------------------------------------------------------------------
+
+
+def _read_npz(path):
+    """Return a dict of every array in the .npz file at ``path``.
+
+    Pickled object arrays are rejected, so loading runs no code from the file.
+    """
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it contains a single array, not an archive of named arrays")
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz archive: {exc}") from exc
+
+
+def load_npz(path):
+    """Load a :class:`Dataset` from an .npz file with x_train, y_train, x_test, y_test.
+
+    Other arrays in the file are ignored.
+    """
+    path = os.fspath(path)
+    arrays = _read_npz(path)
+    missing = [key for key in NPZ_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path}: missing array(s) {', '.join(missing)}: expected the arrays "
+            f"{', '.join(NPZ_KEYS)} (found: {', '.join(sorted(arrays)) or 'none'})"
+        )
+    return _make_dataset(arrays, path)
+
+
+# ---------------------------------------------------------------------------
+# IDX files (the MNIST format)
+# ---------------------------------------------------------------------------
+
+
+def _read_bytes(path):
+    """Return the content of ``path``, decompressed when the name ends in .gz."""
+    if not path.endswith(".gz"):
+        with open(path, "rb") as file:
+            return file.read()
+
+    try:
+        with gzip.open(path, "rb") as file:
+            return file.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: invalid or truncated gzip data: {exc}") from exc
+
+
+def parse_idx(data, source="<bytes>"):
+    """Parse the bytes of one IDX file and return its array in native byte order.
+
+    An IDX file starts with the magic number: two zero bytes, a type code
+    (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64)
+    and the number of dimensions. The size of each dimension follows as a
+    big-endian uint32, then the data in big-endian row-major order. The data must
+    fill the rest of the file exactly.
+    """
+    if len(data) < 4:
+        raise ValueError(
+            f"{source}: truncated IDX header: the file has {len(data)} bytes, "
+            f"expected at least 4"
+        )
+    zero_0, zero_1, type_code, ndim = struct.unpack(">BBBB", data[:4])
+    if zero_0 != 0 or zero_1 != 0:
+        raise ValueError(
+            f"{source}: invalid IDX magic number 0x{data[:4].hex()}: expected the "
+            f"first two bytes to be 0"
+        )
+    if type_code not in IDX_DTYPES:
+        codes = ", ".join(f"0x{code:02X}" for code in IDX_DTYPES)
+        raise ValueError(
+            f"{source}: invalid IDX type code 0x{type_code:02X}: expected one of {codes}"
+        )
+    if ndim == 0:
+        raise ValueError(f"{source}: invalid IDX header: 0 dimensions")
+
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise ValueError(
+            f"{source}: truncated IDX header: {ndim} dimensions need {header_size} "
+            f"header bytes but the file has {len(data)}"
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:header_size])
+
+    dtype = IDX_DTYPES[type_code]
+    expected_size = header_size + dtype.itemsize * int(np.prod(shape, dtype=object))
+    if len(data) < expected_size:
+        raise ValueError(
+            f"{source}: truncated IDX data: shape {shape} of {dtype.newbyteorder('=')} "
+            f"needs {expected_size} bytes but the file has {len(data)}"
+        )
+    if len(data) > expected_size:
+        raise ValueError(
+            f"{source}: {len(data) - expected_size} unexpected bytes after the IDX "
+            f"data of shape {shape} (expected {expected_size} bytes in total)"
+        )
+
+    array = np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path):
+    """Read one IDX file (gzip-compressed if the name ends in .gz) into an array."""
+    path = os.fspath(path)
+    return parse_idx(_read_bytes(path), source=path)
+
+
+def _find_mnist_file(folder, name):
+    """Return the path of ``name`` or ``name.gz`` in ``folder``."""
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"{folder}: missing MNIST file {name} (or {name}.gz): expected the files "
+        f"{', '.join(MNIST_FILES.values())}"
+    )
+
+
+def load_mnist_idx(folder):
+    """Load a :class:`Dataset` from a folder with the four MNIST IDX files.
+
+    Images must be uint8 arrays of shape (n, rows, cols) and labels uint8 arrays
+    of shape (n,). Images are flattened to rows * cols features and scaled to
+    [0, 1]. When both ``name`` and ``name.gz`` exist, the uncompressed file is read.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such directory")
+
+    arrays = {}
+    for key, name in MNIST_FILES.items():
+        path = _find_mnist_file(folder, name)
+        array = read_idx(path)
+        expected_ndim = 3 if key.startswith("x") else 1
+        if array.ndim != expected_ndim or array.dtype != np.uint8:
+            raise ValueError(
+                f"{path}: IDX array of dtype {array.dtype} and shape {array.shape}: "
+                f"expected uint8 with {expected_ndim} dimension(s)"
+            )
+        arrays[key] = array
+    return _make_dataset(arrays, folder)
+
+
+def load_dataset(path):
+    """Load a :class:`Dataset` from an .npz file or a folder of MNIST IDX files."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return load_mnist_idx(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.endswith(".npz"):
+        return load_npz(path)
+    raise ValueError(
+        f"{path}: unsupported data file: expected an .npz file or a folder with the "
+        f"MNIST IDX files"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Samples to predict
+# ---------------------------------------------------------------------------
+
+
+def load_samples(path):
+    """Load samples to predict and their labels, if the data has any.
+
+    Returns ``(x, y)`` where ``y`` is None for unlabelled data. Accepted sources:
+
+    * an .npz file with ``x_test`` and optionally ``y_test`` (so a training
+      archive works as is);
+    * a folder with the MNIST test files (the label file is optional);
+    * an .npy file with the samples only.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_mnist_test_samples(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+
+    if path.endswith(".npz"):
+        arrays = _read_npz(path)
+        if "x_test" not in arrays:
+            raise ValueError(
+                f"{path}: missing array x_test: expected x_test and optionally "
+                f"y_test (found: {', '.join(sorted(arrays)) or 'none'})"
+            )
+        x = _as_features(arrays["x_test"], "x_test", path)
+        if "y_test" not in arrays:
+            return x, None
+        y = _as_labels(arrays["y_test"], "y_test", path)
+        _check_split(x, y, "x_test", "y_test", path)
+        return x, y
+
+    if path.endswith(".npy"):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable .npy file: {exc}") from exc
+        return _as_features(array, "the array", path), None
+
+    raise ValueError(
+        f"{path}: unsupported data file: expected an .npz or .npy file or a folder "
+        f"with the MNIST IDX files"
+    )
+
+
+def _load_mnist_test_samples(folder):
+    images_path = _find_mnist_file(folder, MNIST_FILES["x_test"])
+    images = read_idx(images_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{images_path}: IDX array of dtype {images.dtype} and shape "
+            f"{images.shape}: expected uint8 with 3 dimensions"
+        )
+    x = _as_features(images, "images", images_path)
+
+    try:
+        labels_path = _find_mnist_file(folder, MNIST_FILES["y_test"])
+    except FileNotFoundError:
+        return x, None
+    labels = read_idx(labels_path)
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise ValueError(
+            f"{labels_path}: IDX array of dtype {labels.dtype} and shape "
+            f"{labels.shape}: expected uint8 with 1 dimension"
+        )
+    y = _as_labels(labels, "labels", labels_path)
+    _check_split(x, y, "images", "labels", folder)
+    return x, y

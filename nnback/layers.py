@@ -1,0 +1,935 @@
+r"""Layers, the softmax cross-entropy loss and the Sequential container.
+
+Shapes are row-major with the batch first: ``x`` (B, in_features) goes into a
+:class:`Linear` layer and ``y`` (B, out_features) comes out. Activations work
+element-wise on arrays of any shape, and the loss takes logits ``z`` (B, C).
+
+Each layer has ``forward(x)``, which stores what its backward pass needs, and
+``backward(dy)``, which takes ``dy = dL/dy`` of the last forward call and
+returns ``dx = dL/dx``::
+
+    Linear   y = x @ W + b         dx = dy @ W.T,  dW = x.T @ dy,  db = dy.sum(axis=0)
+    ReLU     y = max(0, x)         dx = dy * (y > 0)
+    Sigmoid  y = 1 / (1 + e^-x)    dx = dy * y * (1 - y)
+    Tanh     y = tanh(x)           dx = dy * (1 - y * y)
+
+Gradients and buffers
+---------------------
+``backward`` OVERWRITES the ``.grad`` of each :class:`Parameter` with the
+gradient of the last forward batch. Gradients are never accumulated, so no
+``zero_grad()`` is needed between steps.
+
+The arrays returned by ``forward`` and ``backward`` are work buffers owned by
+the layer. A layer keeps one set of buffers per batch shape (for the
+``MAX_CACHED_SHAPES`` most recently used shapes) and overwrites them on the next
+call with the same shape, so a training step whose inputs already have the
+model's dtype and C-contiguous layout allocates no arrays after its first call.
+Copy a result (``y.copy()``) to keep it across calls. :meth:`Sequential.predict`
+returns fresh arrays and stores nothing.
+
+Forward keeps a reference to its input for the backward pass (``Linear`` needs
+``x`` for ``dW``), so the input must not be modified between ``forward`` and
+``backward``.
+
+Dtypes
+------
+A layer with parameters has the dtype of its parameters, float32 (default) or
+float64. Its inputs (``x`` and ``dy``) of another real dtype are converted once
+per call to the layer's dtype, including float64 data going into a float32
+layer, which is rounded. This conversion allocates a new array. Complex,
+object and string inputs raise TypeError. Activations have no dtype of their
+own: they compute float32 and float64 natively and convert other inputs as
+``nnback.functional`` does (float16 to float32, integer and bool to float64).
+"""
+
+from collections import OrderedDict
+import math
+
+import numpy as np
+
+from nnback import _activations, _linear, _softmax, _validation
+
+__all__ = [
+    "Parameter",
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "SoftmaxCrossEntropy",
+    "Sequential",
+    "mlp",
+    "train_step",
+]
+
+# Number of batch shapes for which a layer keeps work buffers. A training loop
+# needs two (the batch size and the smaller last batch of an epoch).
+MAX_CACHED_SHAPES = 4
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+INITIALIZATIONS = ("he", "glorot")
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# Argument helpers
+# ---------------------------------------------------------------------------
+
+
+def _parameter_dtype(dtype):
+    """Return ``dtype`` as float32 or float64, or raise ValueError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as error:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from error
+    if resolved not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
+def _make_rng(rng):
+    """Return a ``np.random.Generator`` for None (fresh entropy), an int seed or a Generator."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
+    )
+
+
+def _check_size(name, value):
+    """Raise unless ``value`` is a non-negative int, and return it as an int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def _as_real_array(name, value):
+    """Return ``value`` as an ndarray, raising TypeError for a non-real dtype."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} has unsupported dtype {array.dtype}: expected a real floating-point, "
+            f"integer or bool array"
+        )
+    return array
+
+
+def _as_dtype(array, dtype):
+    """Return ``array`` itself when it is C-contiguous of ``dtype``, else a converted copy."""
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _separate_from(array, buffer):
+    """Return ``array``, or a copy of it if it overlaps ``buffer``, which is about to be written."""
+    if np.may_share_memory(array, buffer):
+        return array.copy()
+    return array
+
+
+class _BufferCache:
+    """Work buffers keyed by batch shape; the least recently used key is dropped first."""
+
+    def __init__(self, create):
+        self._create = create
+        self._entries = OrderedDict()
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._create(key)
+            self._entries[key] = entry
+            if len(self._entries) > MAX_CACHED_SHAPES:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+    def clear(self):
+        self._entries.clear()
+
+
+class _FlatBuffer:
+    """A C-contiguous work array and its 1-D view, which the element-wise kernels take."""
+
+    __slots__ = ("array", "flat")
+
+    def __init__(self, shape, dtype):
+        self.array = np.empty(shape, dtype=dtype)
+        self.flat = self.array.reshape(-1)
+
+
+# ---------------------------------------------------------------------------
+# Parameter
+# ---------------------------------------------------------------------------
+
+
+class Parameter:
+    """A trainable array and its gradient.
+
+    Parameters
+    ----------
+    data : array_like
+        The values. A writable C-contiguous float32 or float64 ndarray is used
+        as it is, without a copy. Any other input is copied to a new C-contiguous
+        array: float16 becomes float32, and integer, bool and longdouble become
+        float64.
+
+    Attributes
+    ----------
+    data : ndarray
+        The values, updated in place by the optimizers. Assigning a new array
+        requires the same shape and dtype, because layers and optimizers keep
+        buffers that match them. Write ``p.data[...] = values`` to copy values in.
+    grad : ndarray
+        Gradient of the loss with respect to ``data``, of the same shape and
+        dtype, zeros at creation. Layers overwrite it in ``backward``.
+    """
+
+    __slots__ = ("_data", "_grad", "_flat_data", "_flat_grad")
+
+    def __init__(self, data):
+        array = _as_real_array("data", data)
+        dtype = _validation.computation_dtype("data", array)
+        if not (array.dtype == dtype and array.flags.c_contiguous and array.flags.writeable):
+            array = np.array(array, dtype=dtype, order="C")
+        self._data = array
+        self._flat_data = array.reshape(-1)
+        self._set_grad(np.zeros_like(array))
+
+    @property
+    def data(self):
+        """The parameter values."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = self._checked_array("data", value)
+        self._flat_data = self._data.reshape(-1)
+
+    @property
+    def grad(self):
+        """The gradient of the loss with respect to ``data``."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._set_grad(self._checked_array("grad", value))
+
+    @property
+    def shape(self):
+        """Shape of ``data``."""
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        """Dtype of ``data``."""
+        return self._data.dtype
+
+    def _set_grad(self, array):
+        self._grad = array
+        self._flat_grad = array.reshape(-1)
+
+    def _checked_array(self, name, value):
+        """Return ``value`` if it can replace ``data`` or ``grad``, else raise."""
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"Parameter.{name} must be a numpy.ndarray, got {type(value).__name__}")
+        shape, dtype = self._data.shape, self._data.dtype
+        if value.shape != shape or value.dtype != dtype:
+            raise ValueError(
+                f"Parameter.{name} must keep shape {shape} and dtype {dtype}, got shape "
+                f"{value.shape} and dtype {value.dtype}; to copy values in, write "
+                f"p.{name}[...] = values"
+            )
+        if not value.flags.c_contiguous or not value.flags.writeable:
+            raise ValueError(f"Parameter.{name} must be a writable C-contiguous array")
+        return value
+
+    def __repr__(self):
+        return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+# ---------------------------------------------------------------------------
+# Linear layer
+# ---------------------------------------------------------------------------
+
+
+class _LinearBuffers:
+    """Output and input-gradient buffers of a Linear layer for one batch size."""
+
+    __slots__ = ("y", "dx")
+
+    def __init__(self, y):
+        self.y = y
+        self.dx = None
+
+
+class Linear:
+    r"""Affine layer ``y = x @ weight + bias``.
+
+    The weight has shape (in_features, out_features), the transpose of
+    PyTorch's layout. Its entries are drawn uniformly from ``[-bound, bound]``
+    with ``bound = sqrt(6 / in_features)`` for ``init="he"`` (for ReLU networks)
+    or ``bound = sqrt(6 / (in_features + out_features))`` for ``init="glorot"``
+    (for tanh and sigmoid). The draws are made in float64 and rounded to
+    ``dtype``, so the same seed gives the same weights up to rounding in both
+    dtypes. The bias starts at zero.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of each input and output row. Zero is allowed.
+    bias : bool, default True
+        Whether to add a learned bias.
+    dtype : {np.float32, np.float64}, default np.float32
+        Dtype of the parameters and of the computation.
+    init : {"he", "glorot"}, default "glorot"
+        Uniform initialization of the weight.
+    rng : None, int or numpy.random.Generator
+        Source of the initial weights: None for fresh OS entropy, an int seed,
+        or a Generator, which is advanced.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (in_features, out_features)
+    bias : Parameter of shape (out_features,), or None
+
+    Shape
+    -----
+    x (B, in_features) -> y (B, out_features). Inputs of another dtype are
+    converted to ``dtype`` (see the module documentation).
+    """
+
+    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32,
+                 init="glorot", rng=None):
+        self.in_features = _check_size("in_features", in_features)
+        self.out_features = _check_size("out_features", out_features)
+        dtype = _parameter_dtype(dtype)
+        if init not in INITIALIZATIONS:
+            raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
+        generator = _make_rng(rng)
+
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            fan = self.in_features
+        else:
+            fan = self.in_features + self.out_features
+        # A layer without inputs (or outputs) has an empty weight and draws nothing.
+        bound = math.sqrt(6.0 / fan) if fan > 0 else 0.0
+        weight = generator.uniform(-bound, bound, size=shape).astype(dtype)
+        self.weight = Parameter(weight)
+        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype)) if bias else None
+
+        self._buffers = _BufferCache(self._create_buffers)
+        self._x = None
+        self._last = None
+
+    @property
+    def dtype(self):
+        """Dtype of the parameters and of the computation."""
+        return self.weight.data.dtype
+
+    def parameters(self):
+        """Return the list ``[weight, bias]``, or ``[weight]`` without a bias."""
+        if self.bias is None:
+            return [self.weight]
+        return [self.weight, self.bias]
+
+    def _create_buffers(self, batch_size):
+        return _LinearBuffers(np.empty((batch_size, self.out_features), dtype=self.dtype))
+
+    def _check_input(self, x):
+        """Return ``x`` validated and converted for the kernels: (B, in_features), layer dtype."""
+        x = _as_real_array("x", x)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{self!r} expects x of shape (B, {self.in_features}), got shape {x.shape}"
+            )
+        _validation.require_blas_dimensions("x", x)
+        return _as_dtype(x, self.dtype)
+
+    def _bias_data(self):
+        return None if self.bias is None else self.bias.data
+
+    def forward(self, x):
+        """Compute ``y = x @ weight + bias`` and keep ``x`` for the backward pass.
+
+        Returns the layer's output buffer of shape (B, out_features), which the
+        next call with the same batch size overwrites.
+        """
+        x = self._check_input(x)
+        buffers = self._buffers.get(x.shape[0])
+        x = _separate_from(x, buffers.y)
+
+        _linear.forward(x, self.weight.data, self._bias_data(), buffers.y)
+        self._x = x
+        self._last = buffers
+        return buffers.y
+
+    def backward(self, dy, *, need_dx=True):
+        """Compute the gradients of the last forward call from ``dy = dL/dy``.
+
+        Overwrites ``weight.grad`` with ``x.T @ dy`` and ``bias.grad`` with
+        ``dy.sum(axis=0)``. Returns ``dx = dy @ weight.T``, of shape
+        (B, in_features), in a buffer owned by the layer, or None if
+        ``need_dx`` is false (the input gradient is then not computed).
+
+        Raises RuntimeError if ``forward`` has not been called.
+        """
+        if self._x is None:
+            raise RuntimeError(f"{self!r}: backward was called before forward")
+        buffers = self._last
+        dy = _as_real_array("dy", dy)
+        if dy.shape != buffers.y.shape:
+            raise ValueError(
+                f"{self!r}: dy must have the shape {buffers.y.shape} of the last forward "
+                f"output, got shape {dy.shape}"
+            )
+        dy = _as_dtype(dy, self.dtype)
+
+        dx = None
+        if need_dx:
+            if buffers.dx is None:
+                buffers.dx = np.empty(self._x.shape, dtype=self.dtype)
+            dx = buffers.dx
+        bias_grad = None if self.bias is None else self.bias.grad
+        for output in (dx, self.weight.grad, bias_grad):
+            if output is not None:
+                dy = _separate_from(dy, output)
+
+        _linear.backward(self._x, self.weight.data, dy, dx, self.weight.grad, bias_grad)
+        return dx
+
+    def predict(self, x):
+        """Return ``x @ weight + bias`` as a new array, storing nothing."""
+        x = self._check_input(x)
+        y = np.empty((x.shape[0], self.out_features), dtype=self.dtype)
+        _linear.forward(x, self.weight.data, self._bias_data(), y)
+        return y
+
+    def __repr__(self):
+        return (
+            f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None}, "
+            f"dtype={self.dtype.name})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------
+
+
+class _ActivationBuffers:
+    """Output and input-gradient buffers of an activation for one input shape and dtype."""
+
+    __slots__ = ("y", "dx")
+
+    def __init__(self, shape, dtype):
+        self.y = _FlatBuffer(shape, dtype)
+        self.dx = None
+
+
+class _Activation:
+    """Element-wise activation over a compiled forward and backward kernel pair.
+
+    Subclasses set ``_forward_kernel`` and ``_backward_kernel``, which take flat
+    C-contiguous arrays (input, output) and (y, dy, dx) respectively.
+    """
+
+    _forward_kernel = None
+    _backward_kernel = None
+
+    def __init__(self):
+        self._buffers = _BufferCache(self._create_buffers)
+        self._last = None
+
+    @staticmethod
+    def _create_buffers(key):
+        shape, dtype = key
+        return _ActivationBuffers(shape, dtype)
+
+    def parameters(self):
+        """Return an empty list: activations have no parameters."""
+        return []
+
+    @staticmethod
+    def _check_input(name, x):
+        x = _as_real_array(name, x)
+        return _as_dtype(x, _validation.computation_dtype(name, x))
+
+    def forward(self, x):
+        """Apply the activation element-wise and keep the output for the backward pass.
+
+        Returns the layer's output buffer, of x's shape, which the next call
+        with the same shape and dtype overwrites.
+        """
+        x = self._check_input("x", x)
+        buffers = self._buffers.get((x.shape, x.dtype))
+        # The kernels allow the output to be exactly the input buffer, but no
+        # other overlap.
+        if x is not buffers.y.array:
+            x = _separate_from(x, buffers.y.array)
+
+        self._forward_kernel(x.reshape(-1), buffers.y.flat)
+        self._last = buffers
+        return buffers.y.array
+
+    def backward(self, dy):
+        """Return ``dx = dL/dx`` from ``dy = dL/dy`` of the last forward call.
+
+        The result is a buffer owned by the layer. Raises RuntimeError if
+        ``forward`` has not been called.
+        """
+        if self._last is None:
+            raise RuntimeError(f"{self!r}: backward was called before forward")
+        buffers = self._last
+        y = buffers.y.array
+        dy = _as_real_array("dy", dy)
+        if dy.shape != y.shape:
+            raise ValueError(
+                f"{self!r}: dy must have the shape {y.shape} of the last forward output, "
+                f"got shape {dy.shape}"
+            )
+        dy = _as_dtype(dy, y.dtype)
+
+        if buffers.dx is None:
+            buffers.dx = _FlatBuffer(y.shape, y.dtype)
+        dx = buffers.dx
+        if dy is not dx.array:
+            dy = _separate_from(dy, dx.array)
+
+        self._backward_kernel(buffers.y.flat, dy.reshape(-1), dx.flat)
+        return dx.array
+
+    def predict(self, x, *, out=None):
+        """Return the activation of ``x`` as a new array, storing nothing.
+
+        With ``out``, the result is written there instead. ``out`` must be a
+        C-contiguous array of x's shape and computation dtype, and may be ``x``
+        itself.
+        """
+        x = self._check_input("x", x)
+        if out is None:
+            out = np.empty_like(x)
+        else:
+            _validation.check_out(out, x.shape, x.dtype)
+            _validation.check_out_overlap(out, {"x": x}, allow_same_buffer=True)
+        self._forward_kernel(x.reshape(-1), out.reshape(-1))
+        return out
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ReLU(_Activation):
+    """Rectifier ``y = max(0, x)``, with ``dx = dy * (y > 0)``: the derivative at 0 is 0."""
+
+    _forward_kernel = staticmethod(_activations.relu_forward)
+    _backward_kernel = staticmethod(_activations.relu_backward)
+
+
+class Sigmoid(_Activation):
+    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, with ``dx = dy * y * (1 - y)``."""
+
+    _forward_kernel = staticmethod(_activations.sigmoid_forward)
+    _backward_kernel = staticmethod(_activations.sigmoid_backward)
+
+
+class Tanh(_Activation):
+    """Hyperbolic tangent ``y = tanh(x)``, with ``dx = dy * (1 - y * y)``."""
+
+    _forward_kernel = staticmethod(_activations.tanh_forward)
+    _backward_kernel = staticmethod(_activations.tanh_backward)
+
+
+_ACTIVATION_CLASSES = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+# ---------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------
+
+
+class _LossBuffers:
+    """Gradient, per-row loss and label buffers of the loss for one logits shape and dtype."""
+
+    __slots__ = ("dz", "row_loss", "labels")
+
+    def __init__(self, shape, dtype):
+        self.dz = np.empty(shape, dtype=dtype)
+        self.row_loss = None
+        self.labels = None
+
+
+class SoftmaxCrossEntropy:
+    r"""Softmax cross-entropy between logits and class indices or probabilities.
+
+    With ``p = softmax(z)`` row by row, the unreduced loss of row i is
+
+    .. math:: l_i = -\sum_j t_{ij} \log p_{ij} = \mathrm{logsumexp}(z_i) - z_{i, c_i}
+
+    where the second form is for a class index ``c_i``. It is computed in the log
+    domain after subtracting the row maximum, never as ``log(p)``, and is not
+    clipped. A probability target of exactly 0 contributes no loss. The
+    reductions are ``"mean"`` (``sum_i l_i / B``, NaN for an empty batch),
+    ``"sum"`` (``sum_i l_i``) and ``"none"`` (the vector ``l``).
+
+    The gradient ``dL/dz = p * sum_j t_ij - t`` (``p - t`` for rows that sum to
+    1), scaled by ``1 / B`` for the mean, is computed in the same pass as the
+    loss and returned by :meth:`backward`. For ``"none"`` it is the gradient of
+    ``sum_i l_i``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+
+    Shape
+    -----
+    logits (B, C); targets (B,) of any integer dtype with ``0 <= c_i < C``, or
+    probabilities (B, C). Probability targets are converted to the dtype of the
+    logits.
+    """
+
+    def __init__(self, reduction="mean"):
+        _validation.check_reduction(reduction)
+        self.reduction = reduction
+        self._buffers = _BufferCache(self._create_buffers)
+        self._last = None
+
+    @staticmethod
+    def _create_buffers(key):
+        shape, dtype = key
+        return _LossBuffers(shape, dtype)
+
+    def parameters(self):
+        """Return an empty list: the loss has no parameters."""
+        return []
+
+    def forward(self, logits, targets):
+        """Compute the loss of ``logits`` against ``targets``, and its gradient for backward.
+
+        Returns a Python float for "mean" and "sum". For "none" returns the
+        per-row losses, of shape (B,), in a buffer owned by the loss.
+
+        Raises TypeError for bool, 1-D floating-point or non-numeric targets,
+        ValueError for shapes that do not match the logits, and IndexError for
+        the first class index outside ``[0, C)``.
+        """
+        z = _as_real_array("logits", logits)
+        _validation.require_ndim("logits", z, 2, "(B, C)")
+        z = _as_dtype(z, _validation.computation_dtype("logits", z))
+        targets = targets if isinstance(targets, np.ndarray) else np.asarray(targets)
+
+        n_rows = z.shape[0]
+        buffers = self._buffers.get((z.shape, z.dtype))
+        z = _separate_from(z, buffers.dz)
+        gradient_scale = 1.0 / n_rows if self.reduction == "mean" and n_rows > 0 else 1.0
+        row_loss = None
+        if self.reduction == "none":
+            if buffers.row_loss is None:
+                buffers.row_loss = np.empty(n_rows, dtype=z.dtype)
+            row_loss = buffers.row_loss
+
+        if _validation.is_class_index_targets(targets):
+            labels = self._checked_labels(targets, z.shape, buffers)
+            total = _softmax.cross_entropy_labels(z, labels, gradient_scale, buffers.dz, row_loss)
+        else:
+            probabilities = _as_dtype(targets, z.dtype)
+            _validation.check_probability_shape(probabilities, z.shape)
+            probabilities = _separate_from(probabilities, buffers.dz)
+            total = _softmax.cross_entropy_probabilities(
+                z, probabilities, gradient_scale, buffers.dz, row_loss
+            )
+        self._last = buffers
+
+        if self.reduction == "none":
+            return row_loss
+        if self.reduction == "sum":
+            return float(total)
+        # The mean over an empty batch is 0/0, NaN.
+        return float(total) / n_rows if n_rows > 0 else float("nan")
+
+    @staticmethod
+    def _checked_labels(targets, z_shape, buffers):
+        """Range-check class indices and return them as C-contiguous intp for the kernel."""
+        _validation.check_class_index_shape(targets, z_shape)
+        labels = np.ascontiguousarray(targets)
+        position = _softmax.first_invalid_label(labels, z_shape[1])
+        if position >= 0:
+            raise _validation.invalid_label_error(labels, position, z_shape)
+        if labels.dtype == np.intp:
+            return labels
+        # Every label is in [0, C) now, so the cast to intp is exact.
+        if buffers.labels is None:
+            buffers.labels = np.empty(z_shape[0], dtype=np.intp)
+        np.copyto(buffers.labels, labels, casting="unsafe")
+        return buffers.labels
+
+    def backward(self):
+        """Return ``dL/dlogits`` of the last forward call, a buffer owned by the loss.
+
+        Raises RuntimeError if ``forward`` has not been called.
+        """
+        if self._last is None:
+            raise RuntimeError(f"{self!r}: backward was called before forward")
+        return self._last.dz
+
+    def __repr__(self):
+        return f"SoftmaxCrossEntropy(reduction={self.reduction!r})"
+
+
+# ---------------------------------------------------------------------------
+# Sequential container and builders
+# ---------------------------------------------------------------------------
+
+
+def _feature_sizes(layer):
+    """Return (in_features, out_features) of a layer, or None if it keeps the width or is unknown."""
+    if isinstance(layer, Linear):
+        return layer.in_features, layer.out_features
+    if isinstance(layer, Sequential):
+        return layer.feature_sizes
+    return None
+
+
+class Sequential:
+    """A chain of layers applied in order.
+
+    ``forward`` and ``backward`` follow the layer contract of this module (work
+    buffers, ``.grad`` overwritten). :meth:`predict` computes the same output
+    into new arrays without storing anything, so several threads may call it
+    on one model at the same time, as long as no thread trains the model.
+
+    Parameters
+    ----------
+    *layers
+        Layer objects with ``forward``, ``backward``, ``parameters`` and
+        ``predict``. A layer object may appear only once. Consecutive Linear
+        layers (with only activations between them) must have matching sizes,
+        and every parameter must have the same dtype.
+
+    Attributes
+    ----------
+    layers : tuple
+        The layers in order.
+    """
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer, got none")
+        for index, layer in enumerate(layers):
+            if isinstance(layer, SoftmaxCrossEntropy):
+                raise TypeError(
+                    f"layers[{index}] is a loss, not a layer: keep SoftmaxCrossEntropy "
+                    f"outside the Sequential and pass it to train_step"
+                )
+            missing = [
+                name for name in ("forward", "backward", "parameters", "predict")
+                if not callable(getattr(layer, name, None))
+            ]
+            if missing:
+                raise TypeError(
+                    f"layers[{index}] ({type(layer).__name__}) is not a layer: it has no "
+                    f"{', '.join(missing)} method"
+                )
+        self.layers = tuple(layers)
+
+        self._check_unique_layers()
+        self._check_feature_sizes()
+        self._check_dtypes()
+
+    def _check_unique_layers(self):
+        # A layer keeps the state of its last forward call, so one object
+        # cannot serve two positions.
+        seen = {}
+        for index, layer in enumerate(self.layers):
+            if id(layer) in seen:
+                raise ValueError(
+                    f"layers[{index}] is the same object as layers[{seen[id(layer)]}] "
+                    f"({layer!r}): create a separate layer for each position"
+                )
+            seen[id(layer)] = index
+
+    def _check_feature_sizes(self):
+        previous_index, previous_out = None, None
+        for index, layer in enumerate(self.layers):
+            sizes = _feature_sizes(layer)
+            if sizes is None:
+                continue
+            in_features, out_features = sizes
+            if previous_out is not None and in_features != previous_out:
+                raise ValueError(
+                    f"layers[{index}] ({layer!r}) takes {in_features} features, but "
+                    f"layers[{previous_index}] ({self.layers[previous_index]!r}) "
+                    f"outputs {previous_out}"
+                )
+            previous_index, previous_out = index, out_features
+
+    def _check_dtypes(self):
+        dtypes = {parameter.dtype for parameter in self.parameters()}
+        if len(dtypes) > 1:
+            names = ", ".join(sorted(dtype.name for dtype in dtypes))
+            raise ValueError(f"all layers of a Sequential must have one dtype, got {names}")
+
+    @property
+    def dtype(self):
+        """Dtype of the parameters, or None for a model without parameters."""
+        parameters = self.parameters()
+        return parameters[0].dtype if parameters else None
+
+    @property
+    def feature_sizes(self):
+        """(in_features, out_features) of the model, or None if it has no Linear layer."""
+        sizes = [s for s in (_feature_sizes(layer) for layer in self.layers) if s is not None]
+        if not sizes:
+            return None
+        return sizes[0][0], sizes[-1][1]
+
+    def parameters(self):
+        """Return the Parameters of every layer, in layer order."""
+        return [parameter for layer in self.layers for parameter in layer.parameters()]
+
+    def forward(self, x):
+        """Run every layer's forward pass and return the output buffer of the last layer."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy, *, need_dx=False):
+        """Backpropagate ``dy = dL/dy`` of the last forward call through every layer.
+
+        Overwrites the ``.grad`` of every Parameter. Returns ``dL/dx``, the
+        gradient with respect to the model input, in a layer-owned buffer if
+        ``need_dx`` is true. Otherwise returns None and skips the work that only
+        the input gradient needs: the ``dx`` of the first layer with
+        parameters and everything before it.
+        """
+        first_trainable = next(
+            (index for index, layer in enumerate(self.layers) if layer.parameters()), None
+        )
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if not need_dx and index == first_trainable:
+                if isinstance(layer, (Linear, Sequential)):
+                    layer.backward(dy, need_dx=False)
+                else:
+                    layer.backward(dy)
+                return None
+            dy = layer.backward(dy)
+        return dy if need_dx else None
+
+    def predict(self, x):
+        """Return the model output for ``x`` as a new array, storing no state.
+
+        Layer caches and buffers are left untouched, so ``predict`` may run
+        between ``forward`` and ``backward``.
+        """
+        output_is_fresh = False
+        for layer in self.layers:
+            if output_is_fresh and isinstance(layer, _Activation):
+                # The array came from the previous layer of this call, so the
+                # activation may overwrite it.
+                x = layer.predict(x, out=x)
+            else:
+                x = layer.predict(x)
+                output_is_fresh = True
+        return x
+
+    def save(self, path):
+        """Write the architecture and every parameter to the .npz file ``path``.
+
+        See :func:`nnback.serialization.save`.
+        """
+        from nnback import serialization
+
+        serialization.save(self, path)
+
+    @staticmethod
+    def load(path):
+        """Read a model written by :meth:`save`. See :func:`nnback.serialization.load`."""
+        from nnback import serialization
+
+        return serialization.load(path)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
+        return f"Sequential(\n{inner}\n)"
+
+
+def mlp(layer_sizes, activation="relu", *, dtype=np.float32, rng=None):
+    """Build a multilayer perceptron that outputs logits.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_inputs, hidden_1, ..., n_outputs]``, at least two positive sizes.
+    activation : {"relu", "tanh", "sigmoid"}, default "relu"
+        Activation after every Linear layer except the last.
+    dtype : {np.float32, np.float64}, default np.float32
+    rng : None, int or numpy.random.Generator
+        Source of the initial weights. An int seed makes the weights
+        reproducible. The layers draw from one Generator in order.
+
+    Returns
+    -------
+    Sequential
+        Linear, activation, Linear, ..., Linear. Every Linear layer, including
+        the last, uses He initialization for "relu" and Glorot for "tanh" and
+        "sigmoid".
+    """
+    sizes = list(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(
+            f"layer_sizes must list at least the input and output sizes, got {sizes}"
+        )
+    for index, size in enumerate(sizes):
+        if _check_size(f"layer_sizes[{index}]", size) == 0:
+            raise ValueError(f"layer_sizes[{index}] must be positive, got {size}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be 'relu', 'tanh' or 'sigmoid', got {activation!r}")
+    init = "he" if activation == "relu" else "glorot"
+    generator = _make_rng(rng)
+
+    layers = []
+    n_linear = len(sizes) - 1
+    for index in range(n_linear):
+        layers.append(
+            Linear(sizes[index], sizes[index + 1], dtype=dtype, init=init, rng=generator)
+        )
+        if index < n_linear - 1:
+            layers.append(_ACTIVATION_CLASSES[activation]())
+    return Sequential(*layers)
+
+
+def train_step(model, loss, optimizer, x, targets):
+    """Run one training step and return the loss before the update, as a float.
+
+    Runs ``model.forward(x)``, ``loss.forward(..., targets)``, the backward
+    passes (which overwrite every ``.grad``) and ``optimizer.step()``. The loss
+    must reduce to a scalar ("mean" or "sum").
+    """
+    if loss.reduction == "none":
+        raise ValueError(
+            "train_step needs a scalar loss: use SoftmaxCrossEntropy(reduction='mean') or 'sum'"
+        )
+    value = loss.forward(model.forward(x), targets)
+    model.backward(loss.backward())
+    optimizer.step()
+    return value
