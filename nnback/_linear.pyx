@@ -31,8 +31,9 @@ cdef void linear_forward_rows(int n_samples, int n_features, int n_outputs,
                               const floating* x, const floating* weight,
                               const floating* bias, floating* y) noexcept nogil:
     # y = x @ weight + bias. The bias rows are written first and gemm adds the
-    # product to them (beta = 1): this touches y once less than a separate
-    # bias pass after a beta = 0 gemm.
+    # product to them (beta = 1). On one thread of a 2-core x86-64 machine this
+    # ran 0-15% faster than a beta = 0 gemm followed by a bias pass for batches
+    # of 512 rows and more, and up to 10% slower for 10 outputs.
     cdef Py_ssize_t i, j
     cdef floating* y_row
 
@@ -56,7 +57,7 @@ cdef void linear_forward_rows(int n_samples, int n_features, int n_outputs,
 
 def forward(const floating[:, ::1] x, const floating[:, ::1] weight,
             const floating[::1] bias, floating[:, ::1] y):
-    """Compute ``y = x @ weight + bias`` into ``y``; ``bias`` may be None.
+    """Write ``y = x @ weight + bias`` into ``y``, without a bias if ``bias`` is None.
 
     x (B, n_features), weight (n_features, n_outputs), bias (n_outputs,),
     y (B, n_outputs), all of one dtype. Returns None.
@@ -71,7 +72,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     if n_samples == 0 or n_outputs == 0:
         return
 
-    # An empty view has no element 0, so its pointer stays NULL; gemm reads
+    # An empty view has no element 0, so its pointer stays NULL. gemm reads
     # neither operand when n_features == 0.
     if n_features > 0:
         x_data = &x[0, 0]
@@ -132,7 +133,7 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
     x (B, n_features), weight (n_features, n_outputs), dy (B, n_outputs) are
     read. dx (B, n_features), dweight (n_features, n_outputs) and
-    dbias (n_outputs,) are overwritten; dx and dbias may be None to skip them.
+    dbias (n_outputs,) are overwritten, and dx and dbias may be None to skip them.
     Returns None.
     """
     cdef int n_samples = x.shape[0]

@@ -32,9 +32,20 @@ dtypes and layout, and range-checks class indices before calling them.
 """
 
 from cython cimport floating
-from libc.math cimport INFINITY, NAN, exp, expf, isnan, log, logf
+from libc.math cimport INFINITY, NAN, isnan, log, logf
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t,
                           uint8_t, uint16_t, uint32_t, uint64_t)
+
+
+cdef extern from "_fastmath.h" nogil:
+    # y[i] = e^x[i] for i < n, within 1 ulp and vectorized. y may be x itself.
+    void nnb_exp_f32(const float* x, float* y, Py_ssize_t n)
+    void nnb_exp_f64(const double* x, double* y, Py_ssize_t n)
+
+
+# Entries per block of the stack buffer that log_softmax exponentiates into.
+cdef enum:
+    EXP_BLOCK = 256
 
 
 ctypedef fused integer_label:
@@ -53,11 +64,11 @@ ctypedef fused integer_label:
 # ---------------------------------------------------------------------------
 
 
-cdef inline floating exp_of(floating value) noexcept nogil:
+cdef inline void exp_array(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        return expf(value)
+        nnb_exp_f32(x, y, n)
     else:
-        return exp(value)
+        nnb_exp_f64(x, y, n)
 
 
 cdef inline floating log_of(floating value) noexcept nogil:
@@ -68,8 +79,8 @@ cdef inline floating log_of(floating value) noexcept nogil:
 
 
 cdef inline floating row_max(const floating* z, Py_ssize_t n_classes) noexcept nogil:
-    # NaN fails every comparison and is skipped here; it still reaches the sum
-    # of exponentials (Note [NaN and infinities]). An empty row gives -inf.
+    # NaN fails every comparison and is skipped here, but it still reaches the
+    # sum of exponentials (Note [NaN and infinities]). An empty row gives -inf.
     cdef floating maximum = -INFINITY
     cdef Py_ssize_t j
     for j in range(n_classes):
@@ -80,15 +91,34 @@ cdef inline floating row_max(const floating* z, Py_ssize_t n_classes) noexcept n
 
 cdef inline floating exp_shifted(const floating* z, floating maximum,
                                  floating* out, Py_ssize_t n_classes) noexcept nogil:
-    # out[j] = exp(z[j] - maximum); returns the sum of out. The two loops are
-    # separate so that the exp loop, which has no reduction, can be vectorized.
-    # out may be z itself, because entry j is read before it is written.
+    # out[j] = exp(z[j] - maximum), and the return value is the sum of out. The shift, the
+    # exponential and the sum are separate loops, so that the first two, which
+    # have no reduction, are vectorized. out may be z itself, because entry j
+    # is read before it is written.
     cdef floating total = 0
     cdef Py_ssize_t j
     for j in range(n_classes):
-        out[j] = exp_of(z[j] - maximum)
+        out[j] = z[j] - maximum
+    exp_array(out, out, n_classes)
     for j in range(n_classes):
         total += out[j]
+    return total
+
+
+cdef inline floating sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
+    # sum_j exp(values[j]), exponentiated block by block into a stack buffer,
+    # so that values is left unchanged.
+    cdef floating buffer[EXP_BLOCK]
+    cdef floating total = 0
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t k, count
+
+    while start < n:
+        count = min(<Py_ssize_t> EXP_BLOCK, n - start)
+        exp_array(values + start, buffer, count)
+        for k in range(count):
+            total += buffer[k]
+        start += count
     return total
 
 
@@ -114,7 +144,7 @@ cdef void softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
 
 
 def softmax(const floating[:, ::1] z, floating[:, ::1] p):
-    """Write ``p = softmax(z)`` row by row; ``p`` may be ``z`` itself. Returns None."""
+    """Write ``p = softmax(z)`` row by row, where ``p`` may be ``z`` itself. Returns None."""
     cdef Py_ssize_t n_rows = z.shape[0]
     cdef Py_ssize_t n_classes = z.shape[1]
 
@@ -140,9 +170,7 @@ cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         # computed in place: z is not read again after this loop.
         for j in range(n_classes):
             out_row[j] = z_row[j] - maximum
-        total = 0
-        for j in range(n_classes):
-            total += exp_of(out_row[j])
+        total = sum_exp(out_row, n_classes)
 
         log_sum_exp = log_of(total)
         for j in range(n_classes):
@@ -150,7 +178,7 @@ cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
 
 
 def log_softmax(const floating[:, ::1] z, floating[:, ::1] log_p):
-    """Write ``log_p = log_softmax(z)`` row by row; ``log_p`` may be ``z`` itself. Returns None."""
+    """Write ``log_p = log_softmax(z)`` row by row, where ``log_p`` may be ``z`` itself. Returns None."""
     cdef Py_ssize_t n_rows = z.shape[0]
     cdef Py_ssize_t n_classes = z.shape[1]
 
@@ -188,7 +216,7 @@ cdef double cross_entropy_labels_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         # l_i = lse_i - s_ic with s_ic = z_ic - m_i.
         loss = log_of(total) - (z_row[label] - maximum)
 
-        # dz_row holds exp(s_ij); p_ij is that divided by the row total.
+        # dz_row contains exp(s_ij), and p_ij is that divided by the row total.
         p_scale = gradient_scale / total
         for j in range(n_classes):
             dz_row[j] *= p_scale
@@ -260,7 +288,7 @@ cdef double cross_entropy_probabilities_rows(Py_ssize_t n_rows, Py_ssize_t n_cla
         total = exp_shifted(z_row, maximum, dz_row, n_classes)
         log_sum_exp = log_of(total)
 
-        # dz_row holds exp(s_ij), so p_ij * sum(t) = dz_row[j] * sum(t) / total.
+        # dz_row contains exp(s_ij), so p_ij * sum(t) = dz_row[j] * sum(t) / total.
         p_scale = target_sum * gradient_scale / total
         loss = 0
         for j in range(n_classes):

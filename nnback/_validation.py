@@ -83,7 +83,7 @@ def as_computation_array(array, dtype):
 
 
 def require_ndim(name, array, ndim, layout):
-    """Raise ValueError unless ``array.ndim == ndim``; ``layout`` names the axes, as "(B, C)"."""
+    """Raise ValueError unless ``array.ndim == ndim``. ``layout`` names the axes, as in "(B, C)"."""
     if array.ndim != ndim:
         raise ValueError(
             f"{name} must be a {ndim}-D array of shape {layout}, got shape {array.shape}"
@@ -208,7 +208,7 @@ def check_reduction(reduction):
 
 
 def is_class_index_targets(targets):
-    """Return whether ``targets`` holds class indices (True) or probabilities (False).
+    """Return whether ``targets`` contains class indices (True) or probabilities (False).
 
     Integer arrays are class indices and floating-point arrays are probabilities.
     Bool targets, 1-D floating-point targets and non-numeric targets raise TypeError.

@@ -138,7 +138,8 @@ def _as_features(array, name, source):
             f"or floating-point array"
         )
 
-    flat = array.reshape(array.shape[0], -1)
+    # An explicit width, because reshape(0, -1) cannot infer it for 0 samples.
+    flat = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
     if array.dtype == np.uint8:
         # 8-bit images: 0..255 maps to [0, 1].
         return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32)

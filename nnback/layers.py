@@ -20,11 +20,11 @@ gradient of the last forward batch. Gradients are never accumulated, so no
 ``zero_grad()`` is needed between steps.
 
 The arrays returned by ``forward`` and ``backward`` are work buffers owned by
-the layer. A layer keeps one set of buffers per batch shape (for the
-``MAX_CACHED_SHAPES`` most recently used shapes) and overwrites them on the next
-call with the same shape, so a training step whose inputs already have the
-model's dtype and C-contiguous layout allocates no arrays after its first call.
-Copy a result (``y.copy()``) to keep it across calls. :meth:`Sequential.predict`
+the layer. A layer keeps one set of buffers per batch shape, for the
+``MAX_CACHED_SHAPES`` most recently used shapes, and overwrites them on the next
+call with the same shape. So a training step allocates no arrays after its first
+call, provided that its inputs already have the model's dtype and a C-contiguous
+layout. Copy a result (``y.copy()``) to keep it across calls. :meth:`Sequential.predict`
 returns fresh arrays and stores nothing.
 
 Forward keeps a reference to its input for the backward pass (``Linear`` needs
@@ -134,7 +134,7 @@ def _separate_from(array, buffer):
 
 
 class _BufferCache:
-    """Work buffers keyed by batch shape; the least recently used key is dropped first."""
+    """Work buffers keyed by batch shape, dropping the least recently used key when full."""
 
     def __init__(self, create):
         self._create = create

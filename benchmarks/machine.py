@@ -1,0 +1,101 @@
+"""Description of the machine and the software versions behind a benchmark run."""
+
+import importlib.metadata
+import os
+import platform
+
+from threadpoolctl import threadpool_info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _physical_cores():
+    # Counts distinct (physical id, core id) pairs. Virtual machines often
+    # report one core per virtual CPU here.
+    cores = set()
+    physical_id = core_id = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical_id = value.strip()
+                elif key == "core id":
+                    core_id = value.strip()
+                elif not key and core_id is not None:
+                    cores.add((physical_id, core_id))
+                    physical_id = core_id = None
+    except OSError:
+        return None
+    if core_id is not None:
+        cores.add((physical_id, core_id))
+    return len(cores) or None
+
+
+def _version(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def describe_machine(nnback_module):
+    """Return the CPU, core counts, BLAS and OpenMP libraries and package versions as a dict."""
+    pools = []
+    for pool in threadpool_info():
+        pools.append({
+            "user_api": pool.get("user_api"),
+            "internal_api": pool.get("internal_api"),
+            "prefix": pool.get("prefix"),
+            "version": pool.get("version"),
+            "architecture": pool.get("architecture"),
+            "threading_layer": pool.get("threading_layer"),
+            "num_threads": pool.get("num_threads"),
+            "filepath": pool.get("filepath"),
+        })
+
+    try:
+        available_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        available_cpus = os.cpu_count()
+
+    return {
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "available_cpus": available_cpus,
+        "physical_cores": _physical_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            "numpy": _version("numpy"),
+            "scipy": _version("scipy"),
+            "torch": _version("torch"),
+            "scikit-learn": _version("scikit-learn"),
+            "threadpoolctl": _version("threadpoolctl"),
+            "nnback": getattr(nnback_module, "__version__", None),
+        },
+        "openblas_environment": {
+            name: os.environ[name]
+            for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+            if name in os.environ
+        },
+        "thread_pools": pools,
+    }
+
+
+def load_average():
+    """Return the 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None

@@ -1,0 +1,458 @@
+/*
+ * Vectorizable exponential, sigmoid and tanh, and the activation loops of nnback.
+ *
+ * Scalar functions (static inline, safe to call from nogil Cython code):
+ *
+ *   float  nnb_expf(float x)          double nnb_exp(double x)          e^x
+ *   float  nnb_sigmoidf(float x)      double nnb_sigmoid(double x)      1 / (1 + e^-x)
+ *   float  nnb_tanhf(float x)         double nnb_tanh(double x)         tanh x
+ *   float  nnb_expm1f_nonpos(float x) double nnb_expm1_nonpos(double x) e^x - 1, for x <= 0 only
+ *
+ * Array loops, n elements, outputs may alias an input exactly (the same pointer) but
+ * must not overlap it partially:
+ *
+ *   nnb_exp_f32/_f64(x, y, n)                      y = e^x
+ *   nnb_sigmoid_forward_f32/_f64(x, y, n)          y = sigmoid(x)
+ *   nnb_sigmoid_backward_f32/_f64(y, dy, dx, n)    dx = dy * y * (1 - y)
+ *   nnb_tanh_forward_f32/_f64(x, y, n)             y = tanh(x)
+ *   nnb_tanh_backward_f32/_f64(y, dy, dx, n)       dx = dy * (1 - y * y)
+ *   nnb_relu_forward_f32/_f64(x, y, n)             y = x if x > 0, 0 if x <= 0, NaN if x is NaN
+ *   nnb_relu_backward_f32/_f64(y, dy, dx, n)       dx = dy * m, m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN
+ *
+ * Method of the exponential. No libm call, table or branch, so GCC and clang vectorize
+ * loops that call these functions without -ffast-math:
+ *
+ *   1. Clamp x to a range outside of which e^x rounds to 0 or overflows to +inf. The
+ *      comparisons are false for NaN, so NaN passes through every later step.
+ *   2. Round n = x / ln2 to the nearest integer by adding 1.5 * 2^23 (float) or
+ *      1.5 * 2^52 (double): the sum's low mantissa bits are then n in two's complement.
+ *   3. r = (x - n * LN2_HI) - n * LN2_LO. LN2_HI has enough trailing zero bits that
+ *      n * LN2_HI and the first subtraction are exact (Cody and Waite's two-constant
+ *      split of ln2), so |r| <= ln2 / 2 plus a rounding error.
+ *   4. e^r - 1 = r + r^2 * q(r), with q a polynomial of degree 4 (float) or 9 (double)
+ *      fitted by the Remez exchange algorithm to the relative error of e^r - 1 on
+ *      [-0.3468, 0.3468]. The fitting error is 2^-26.1 (float) and 2^-55.6 (double),
+ *      below the rounding error of the evaluation.
+ *   5. e^x = ((1 + (e^r - 1)) * 2^n1) * 2^n2 with n1 = round(n / 2) and n2 = n - n1.
+ *      The powers of two are built from integer bits. Both halves are normal numbers,
+ *      so a result in the subnormal range is rounded once, by the last product, and a
+ *      result above the float or double maximum overflows to +inf.
+ *
+ * e^x - 1 for x <= 0 reuses steps 2 to 4 and returns 2^n * (e^r - 1) + (2^n - 1),
+ * which keeps full relative accuracy for tiny |x|. tanh x = -m / (2 + m) with
+ * m = e^(-2|x|) - 1 and the sign of x, so it is accurate near 0 and exactly +-1 for
+ * large |x|. sigmoid x = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with
+ * e = e^-|x| <= 1, so no intermediate overflows.
+ *
+ * Special values: e^NaN = NaN, e^+inf = +inf, e^-inf = 0; sigmoid(+-inf) = 1 and 0;
+ * tanh(+-inf) = +-1, tanh(-0) = -0; NaN in gives NaN out everywhere.
+ *
+ * Accuracy, measured against float64 (float) and long double (double) references over
+ * dense sweeps of the whole input range, in units in the last place of the correctly
+ * rounded result (subnormal results included):
+ *
+ *   nnb_expf <= 1 ulp       nnb_exp <= 1 ulp
+ *   nnb_sigmoidf <= 2 ulp   nnb_sigmoid <= 2 ulp
+ *   nnb_tanhf <= 2 ulp      nnb_tanh <= 2 ulp
+ *
+ * The shifter rounding in step 2 relies on IEEE arithmetic in round-to-nearest mode,
+ * so this file refuses to compile under -ffast-math.
+ *
+ * On x86-64 Linux with glibc and GCC 12 or newer, every array loop is compiled three
+ * times (x86-64-v4 with AVX-512, x86-64-v3 with AVX2 and FMA, and the baseline), and
+ * the dynamic loader picks the best one for the running CPU. Define
+ * NNBACK_NO_TARGET_CLONES to compile only the baseline. The FMA versions contract
+ * a * b + c into one rounding, so the last bit of a result can differ between CPUs.
+ */
+
+#ifndef NNBACK_FASTMATH_H
+#define NNBACK_FASTMATH_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__FAST_MATH__)
+#error "_fastmath.h needs IEEE arithmetic: compile it without -ffast-math"
+#endif
+
+#ifdef _OPENMP
+#define NNB_OPENMP_ENABLED 1
+#else
+#define NNB_OPENMP_ENABLED 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NNB_INLINE static inline __attribute__((always_inline))
+#else
+#define NNB_INLINE static inline
+#endif
+
+/* The loops below have no loop-carried dependence even when an output pointer equals
+   an input pointer, so the compiler may skip its run-time overlap checks. */
+#if defined(__clang__)
+#define NNB_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define NNB_IVDEP _Pragma("GCC ivdep")
+#else
+#define NNB_IVDEP
+#endif
+
+#if !defined(NNBACK_NO_TARGET_CLONES) && defined(__GNUC__) && !defined(__clang__) \
+    && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#define NNB_TARGET_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NNB_TARGET_CLONES
+#endif
+
+
+/* ---- bit casts ---------------------------------------------------------------- */
+
+NNB_INLINE uint32_t nnb_float_bits(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+
+NNB_INLINE float nnb_float_from_bits(uint32_t bits)
+{
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+
+NNB_INLINE uint64_t nnb_double_bits(double x)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+
+NNB_INLINE double nnb_double_from_bits(uint64_t bits)
+{
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+
+/* ---- float -------------------------------------------------------------------- */
+
+#define NNB_LOG2E_F 0x1.715476p+0f
+/* ln2 = NNB_LN2_HI_F + NNB_LN2_LO_F; the high part has 16 significant bits, so
+   n * NNB_LN2_HI_F is exact for |n| < 256. */
+#define NNB_LN2_HI_F 0x1.62e4p-1f
+#define NNB_LN2_LO_F 0x1.7f7d1cp-20f
+/* Adding 1.5 * 2^23 to |v| < 2^22 rounds v to an integer stored in the low mantissa bits. */
+#define NNB_ROUND_SHIFTER_F 0x1.8p23f
+
+
+/* Split x = n * ln2 + r and return e^r - 1. *n receives the integer n as a float and
+   *n_bits the same n in two's complement. */
+NNB_INLINE float nnb_reduce_expm1f(float x, float *n, uint32_t *n_bits)
+{
+    float shifted = x * NNB_LOG2E_F + NNB_ROUND_SHIFTER_F;
+    *n = shifted - NNB_ROUND_SHIFTER_F;
+    *n_bits = nnb_float_bits(shifted) - nnb_float_bits(NNB_ROUND_SHIFTER_F);
+
+    float r = (x - *n * NNB_LN2_HI_F) - *n * NNB_LN2_LO_F;
+
+    float q = 0x1.6bebfep-10f;
+    q = q * r + 0x1.1227b0p-7f;
+    q = q * r + 0x1.555674p-5f;
+    q = q * r + 0x1.5554b0p-3f;
+    q = q * r + 0x1.fffffep-2f;
+    return r + (r * r) * q;
+}
+
+
+/* 2^n for -126 <= n <= 127, from the two's complement bits of n. */
+NNB_INLINE float nnb_pow2f(uint32_t n_bits)
+{
+    return nnb_float_from_bits((n_bits + 127u) << 23);
+}
+
+
+NNB_INLINE float nnb_expf(float x)
+{
+    /* e^89 overflows and e^-104 < 2^-150 rounds to 0, so n stays in [-150, 128]. */
+    x = x > 89.0f ? 89.0f : x;
+    x = x < -104.0f ? -104.0f : x;
+
+    float n;
+    uint32_t n_bits;
+    float expm1_r = nnb_reduce_expm1f(x, &n, &n_bits);
+
+    /* n1 = round(n / 2) by the same shifter; n2 = n - n1. Both lie in [-75, 64]. */
+    float half_shifted = n * 0.5f + NNB_ROUND_SHIFTER_F;
+    uint32_t n1_bits = nnb_float_bits(half_shifted) - nnb_float_bits(NNB_ROUND_SHIFTER_F);
+    uint32_t n2_bits = n_bits - n1_bits;
+
+    return ((1.0f + expm1_r) * nnb_pow2f(n1_bits)) * nnb_pow2f(n2_bits);
+}
+
+
+/* e^x - 1 for x <= 0 or NaN. Positive x gives wrong results. */
+NNB_INLINE float nnb_expm1f_nonpos(float x)
+{
+    /* Below -20, e^x < 2^-28 and e^x - 1 rounds to -1. */
+    x = x < -20.0f ? -20.0f : x;
+
+    float n;
+    uint32_t n_bits;
+    float expm1_r = nnb_reduce_expm1f(x, &n, &n_bits);
+
+    /* e^x - 1 = 2^n * (e^r - 1) + (2^n - 1), with -29 <= n <= 0. */
+    float scale = nnb_pow2f(n_bits);
+    return scale * expm1_r + (scale - 1.0f);
+}
+
+
+NNB_INLINE float nnb_sigmoidf(float x)
+{
+    /* e <= 1 for every x, so 1 + e cannot overflow (the sign branch of sigmoid). */
+    float e = nnb_expf(-fabsf(x));
+    float numerator = x >= 0.0f ? 1.0f : e;
+    return numerator / (1.0f + e);
+}
+
+
+NNB_INLINE float nnb_tanhf(float x)
+{
+    /* tanh|x| = (1 - e^-2|x|) / (1 + e^-2|x|) = -m / (2 + m) with m = e^-2|x| - 1. */
+    float m = nnb_expm1f_nonpos(-2.0f * fabsf(x));
+    return copysignf(-m / (2.0f + m), x);
+}
+
+
+/* ---- double ------------------------------------------------------------------- */
+
+#define NNB_LOG2E 0x1.71547652b82fep+0
+/* ln2 = NNB_LN2_HI + NNB_LN2_LO; the high part has 42 significant bits, so
+   n * NNB_LN2_HI is exact for |n| < 2048. */
+#define NNB_LN2_HI 0x1.62e42fefa38p-1
+#define NNB_LN2_LO 0x1.ef35793c7673p-45
+/* Adding 1.5 * 2^52 to |v| < 2^51 rounds v to an integer stored in the low mantissa bits. */
+#define NNB_ROUND_SHIFTER 0x1.8p52
+
+
+/* Split x = n * ln2 + r and return e^r - 1. *n receives the integer n as a double and
+   *n_bits the same n in two's complement. */
+NNB_INLINE double nnb_reduce_expm1(double x, double *n, uint64_t *n_bits)
+{
+    double shifted = x * NNB_LOG2E + NNB_ROUND_SHIFTER;
+    *n = shifted - NNB_ROUND_SHIFTER;
+    *n_bits = nnb_double_bits(shifted) - nnb_double_bits(NNB_ROUND_SHIFTER);
+
+    double r = (x - *n * NNB_LN2_HI) - *n * NNB_LN2_LO;
+
+    double q = 0x1.ae6baca77333bp-26;
+    q = q * r + 0x1.28a20691d58efp-22;
+    q = q * r + 0x1.71de88249ab9bp-19;
+    q = q * r + 0x1.a019a74a72f38p-16;
+    q = q * r + 0x1.a01a0174fb42ep-13;
+    q = q * r + 0x1.6c16c17ee7267p-10;
+    q = q * r + 0x1.1111111119010p-7;
+    q = q * r + 0x1.555555555228ep-5;
+    q = q * r + 0x1.5555555555539p-3;
+    q = q * r + 0x1.0000000000005p-1;
+    return r + (r * r) * q;
+}
+
+
+/* 2^n for -1022 <= n <= 1023, from the two's complement bits of n. */
+NNB_INLINE double nnb_pow2(uint64_t n_bits)
+{
+    return nnb_double_from_bits((n_bits + 1023u) << 52);
+}
+
+
+NNB_INLINE double nnb_exp(double x)
+{
+    /* e^710 overflows and e^-746 < 2^-1076 rounds to 0, so n stays in [-1076, 1024]. */
+    x = x > 710.0 ? 710.0 : x;
+    x = x < -746.0 ? -746.0 : x;
+
+    double n;
+    uint64_t n_bits;
+    double expm1_r = nnb_reduce_expm1(x, &n, &n_bits);
+
+    /* n1 = round(n / 2) by the same shifter; n2 = n - n1. Both lie in [-538, 512]. */
+    double half_shifted = n * 0.5 + NNB_ROUND_SHIFTER;
+    uint64_t n1_bits = nnb_double_bits(half_shifted) - nnb_double_bits(NNB_ROUND_SHIFTER);
+    uint64_t n2_bits = n_bits - n1_bits;
+
+    return ((1.0 + expm1_r) * nnb_pow2(n1_bits)) * nnb_pow2(n2_bits);
+}
+
+
+/* e^x - 1 for x <= 0 or NaN. Positive x gives wrong results. */
+NNB_INLINE double nnb_expm1_nonpos(double x)
+{
+    /* Below -40, e^x < 2^-57 and e^x - 1 rounds to -1. */
+    x = x < -40.0 ? -40.0 : x;
+
+    double n;
+    uint64_t n_bits;
+    double expm1_r = nnb_reduce_expm1(x, &n, &n_bits);
+
+    /* e^x - 1 = 2^n * (e^r - 1) + (2^n - 1), with -58 <= n <= 0. */
+    double scale = nnb_pow2(n_bits);
+    return scale * expm1_r + (scale - 1.0);
+}
+
+
+NNB_INLINE double nnb_sigmoid(double x)
+{
+    /* e <= 1 for every x, so 1 + e cannot overflow (the sign branch of sigmoid). */
+    double e = nnb_exp(-fabs(x));
+    double numerator = x >= 0.0 ? 1.0 : e;
+    return numerator / (1.0 + e);
+}
+
+
+NNB_INLINE double nnb_tanh(double x)
+{
+    /* tanh|x| = (1 - e^-2|x|) / (1 + e^-2|x|) = -m / (2 + m) with m = e^-2|x| - 1. */
+    double m = nnb_expm1_nonpos(-2.0 * fabs(x));
+    return copysign(-m / (2.0 + m), x);
+}
+
+
+/* ---- ReLU and its derivative mask --------------------------------------------- */
+
+/* x <= 0 is false for NaN, so NaN passes through. */
+NNB_INLINE float nnb_reluf(float x) { return x <= 0.0f ? 0.0f : x; }
+NNB_INLINE double nnb_relu(double x) { return x <= 0.0 ? 0.0 : x; }
+
+/* 1 where y > 0, 0 where y <= 0, and NaN (y itself) where y is NaN. */
+NNB_INLINE float nnb_relu_maskf(float y) { return y > 0.0f ? 1.0f : (y <= 0.0f ? 0.0f : y); }
+NNB_INLINE double nnb_relu_mask(double y) { return y > 0.0 ? 1.0 : (y <= 0.0 ? 0.0 : y); }
+
+
+/* ---- array loops -------------------------------------------------------------- */
+
+NNB_TARGET_CLONES
+static inline void nnb_exp_f32(const float *x, float *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_expf(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_exp_f64(const double *x, double *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_exp(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_sigmoid_forward_f32(const float *x, float *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_sigmoidf(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_sigmoid_forward_f64(const double *x, double *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_sigmoid(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_sigmoid_backward_f32(const float *y, const float *dy, float *dx,
+                                            ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_sigmoid_backward_f64(const double *y, const double *dy, double *dx,
+                                            ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0 - y[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_tanh_forward_f32(const float *x, float *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_tanhf(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_tanh_forward_f64(const double *x, double *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_tanh(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_tanh_backward_f32(const float *y, const float *dy, float *dx,
+                                         ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_tanh_backward_f64(const double *y, const double *dy, double *dx,
+                                         ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0 - y[i] * y[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_relu_forward_f32(const float *x, float *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_reluf(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_relu_forward_f64(const double *x, double *y, ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = nnb_relu(x[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_relu_backward_f32(const float *y, const float *dy, float *dx,
+                                         ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * nnb_relu_maskf(y[i]);
+}
+
+
+NNB_TARGET_CLONES
+static inline void nnb_relu_backward_f64(const double *y, const double *dy, double *dx,
+                                         ptrdiff_t n)
+{
+    NNB_IVDEP
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * nnb_relu_mask(y[i]);
+}
+
+#endif /* NNBACK_FASTMATH_H */

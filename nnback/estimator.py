@@ -1,0 +1,765 @@
+r"""A scikit-learn compatible multilayer perceptron classifier on nnback's kernels.
+
+:class:`MLPClassifier` takes the parameter names and meanings of
+``sklearn.neural_network.MLPClassifier`` and trains a :func:`nnback.layers.mlp`
+network with :func:`nnback.layers.train_step` and nnback's SGD or Adam.
+
+The model, for ``n_features`` inputs, hidden sizes ``h_1, ..., h_L`` and
+``n_classes`` outputs, is::
+
+    a_0 = x,   a_l = f(a_{l-1} @ W_l + b_l)  for l = 1..L,   z = a_L @ W_{L+1} + b_{L+1}
+    p   = softmax(z)
+
+with ``f`` the activation. Each mini-batch of ``B`` samples minimizes the mean
+cross-entropy plus scikit-learn's L2 penalty on the weights (not the biases)::
+
+    loss = mean_i(logsumexp(z_i) - z_i[y_i]) + alpha / (2 * B) * sum_l ||W_l||^2
+
+so the penalty adds ``alpha * W_l / B`` to the gradient of each weight.
+
+This module requires scikit-learn >= 1.6. ``import nnback`` does not import it.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, mlp, train_step
+from nnback.optim import SGD, Adam
+
+__all__ = ["MLPClassifier"]
+
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+SOLVERS = ("sgd", "adam")
+
+# scikit-learn's activation names and the names of nnback.layers.mlp.
+_NNBACK_ACTIVATIONS = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+AUTO_BATCH_SIZE = 200
+
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# Optimizer with the L2 penalty on the weights only
+# ---------------------------------------------------------------------------
+
+
+class _PenalizedOptimizer:
+    """Two optimizers that step together: the weights with L2 decay, the biases without.
+
+    The decay factor is ``alpha / B`` for a batch of ``B`` samples, so
+    :meth:`set_batch_size` must be called before each step.
+    """
+
+    def __init__(self, make_optimizer, weights, biases, alpha):
+        self.alpha = alpha
+        self.weight_optimizer = make_optimizer(weights)
+        self.bias_optimizer = make_optimizer(biases) if biases else None
+
+    @property
+    def optimizers(self):
+        return [opt for opt in (self.weight_optimizer, self.bias_optimizer) if opt is not None]
+
+    def set_batch_size(self, batch_size):
+        self.weight_optimizer.weight_decay = self.alpha / batch_size
+
+    def step(self):
+        self.weight_optimizer.step()
+        if self.bias_optimizer is not None:
+            self.bias_optimizer.step()
+
+
+def _optimizer_state(optimizer):
+    """Return the state of an nnback SGD or Adam as a dict of plain values and arrays."""
+    if isinstance(optimizer, Adam):
+        return {
+            "step_count": optimizer.step_count,
+            "exp_avg": [array.copy() for array in optimizer.exp_avg],
+            "exp_avg_sq": [array.copy() for array in optimizer.exp_avg_sq],
+        }
+    return {"velocity": [array.copy() for array in optimizer.velocity]}
+
+
+def _restore_optimizer_state(optimizer, state):
+    """Copy a state from :func:`_optimizer_state` into a new optimizer of the same kind."""
+    if isinstance(optimizer, Adam):
+        optimizer.step_count = state["step_count"]
+        for target, source in zip(optimizer.exp_avg, state["exp_avg"]):
+            target[...] = source
+        for target, source in zip(optimizer.exp_avg_sq, state["exp_avg_sq"]):
+            target[...] = source
+        return
+    for target, source in zip(optimizer.velocity, state["velocity"]):
+        target[...] = source
+
+
+# ---------------------------------------------------------------------------
+# Estimator
+# ---------------------------------------------------------------------------
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """Multilayer perceptron classifier trained with SGD or Adam, compatible with scikit-learn.
+
+    Parameters follow ``sklearn.neural_network.MLPClassifier`` (version 1.9) and
+    keep their meaning. The differences:
+
+    * The output layer is a softmax over ``n_classes`` units for every problem,
+      including binary ones, where scikit-learn uses one logistic unit. Both
+      give the same model family.
+    * Weights start from ``nnback.layers.mlp``'s uniform He initialization for
+      "relu" and Glorot for the other activations, with zero biases, where
+      scikit-learn draws both from a Glorot-like range.
+    * Only the stochastic solvers "sgd" and "adam" exist, with a constant
+      learning rate (scikit-learn's ``learning_rate="constant"``).
+    * ``dtype`` sets the dtype of the parameters and of the computation.
+      Inputs are converted to it.
+    * ``sample_weight`` and multilabel targets are not supported.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Number of units of each hidden layer. An empty sequence gives a linear
+        softmax classifier.
+    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
+        Activation of the hidden layers.
+    solver : {"adam", "sgd"}, default "adam"
+    alpha : float, default 1e-4
+        Strength of the L2 penalty ``alpha / (2 * B) * sum ||W||^2`` on the
+        weights, for batches of B samples.
+    batch_size : int or "auto", default "auto"
+        Samples per mini-batch; "auto" is ``min(200, n_samples)``. Larger
+        values are clipped to n_samples with a warning.
+    learning_rate_init : float, default 1e-3
+        The learning rate, > 0.
+    max_iter : int, default 200
+        Maximum number of epochs (passes over the data) per call to ``fit``.
+    shuffle : bool, default True
+        Whether to shuffle the samples in each epoch.
+    random_state : None, int or numpy.random.RandomState, default None
+        Seed of the initial weights, the shuffling and the validation split.
+    tol : float, default 1e-4
+        Minimum improvement of the training loss (or of the validation score
+        with ``early_stopping``) that resets the ``n_iter_no_change`` count.
+    verbose : bool, default False
+        Print the loss of each epoch to stdout.
+    warm_start : bool, default False
+        Continue from the current weights in ``fit`` instead of starting anew.
+    momentum : float, default 0.9
+        Momentum of "sgd", in [0, 1).
+    nesterovs_momentum : bool, default True
+        Use Nesterov's momentum with "sgd" (when momentum > 0).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the training data (stratified),
+        stop when its accuracy has not improved by ``tol`` for more than
+        ``n_iter_no_change`` epochs, and keep the weights of the best epoch.
+    validation_fraction : float, default 0.1
+        Fraction of the samples held out with ``early_stopping``, in [0, 1).
+    beta_1, beta_2 : float, default 0.9 and 0.999
+        Decay rates of Adam's moment estimates, in [0, 1).
+    epsilon : float, default 1e-8
+        Adam's term added to the denominator, > 0.
+    n_iter_no_change : int or numpy.inf, default 10
+        Number of epochs without an improvement of at least ``tol`` that ends
+        training once exceeded.
+    dtype : numpy.float32 or numpy.float64, default numpy.float32
+        Dtype of the parameters and of the computation.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X has string feature names (a pandas DataFrame).
+    n_iter_ : int
+        Number of epochs run by the last call to ``fit`` or ``partial_fit``.
+    t_ : int
+        Number of training samples seen, counted once per sample and epoch.
+    loss_ : float
+        Mean training loss (with the penalty) of the last epoch.
+    loss_curve_ : list of float
+        The mean training loss of every epoch.
+    best_loss_ : float or None
+        The lowest loss in ``loss_curve_``; None with ``early_stopping``.
+    validation_scores_ : list of float or None
+        Accuracy on the held-out samples after each epoch, with ``early_stopping``.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``, with ``early_stopping``.
+    n_layers_ : int
+        Number of layers, counting the input and the output layer.
+    n_outputs_ : int
+        Number of output units: ``n_classes``.
+    out_activation_ : str
+        Always "softmax".
+    coefs_ : list of ndarray
+        Weight of each layer, shape (n_inputs, n_outputs), as in scikit-learn.
+        These are the model's arrays: changing them changes the model.
+    intercepts_ : list of ndarray
+        Bias of each layer.
+    model_ : nnback.layers.Sequential
+        The trained network, which outputs logits.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from nnback.estimator import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).tolist()
+    [0, 0, 0]
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        dtype=np.float32,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+
+    # -- public API ---------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train the network on X (n_samples, n_features) and class labels y (n_samples,).
+
+        Starts from new random weights unless ``warm_start`` is set and the
+        model was fitted before. Returns self.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """Run one epoch over X and y, starting from the current weights.
+
+        ``classes`` lists every class label that any call will see. It is
+        required in the first call and optional, but checked, later. Returns self.
+        """
+        first_call = not hasattr(self, "classes_")
+        if first_call and classes is None:
+            raise ValueError(
+                "classes is None on the first call to partial_fit: pass every class "
+                "label, for example classes=np.unique(y_all)"
+            )
+        if classes is not None:
+            classes = self._unique_classes(np.asarray(classes), "classes")
+            if not first_call and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"classes={classes.tolist()} differs from the classes "
+                    f"{self.classes_.tolist()} of the first call to partial_fit"
+                )
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def predict(self, X):
+        """Return the predicted class label of each row of X, shape (n_samples,)."""
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def predict_proba(self, X):
+        """Return the class probabilities of each row of X, shape (n_samples, n_classes).
+
+        Columns follow ``classes_``. The softmax is evaluated in float64 from the
+        logits, so every row sums to 1 within float64 rounding.
+        """
+        logits = self._logits(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return probabilities
+
+    def predict_log_proba(self, X):
+        """Return the log of the class probabilities, shape (n_samples, n_classes).
+
+        Computed as ``z - logsumexp(z)`` in float64, so probabilities that
+        underflow to 0 still get a finite log.
+        """
+        logits = self._logits(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logits
+
+    @property
+    def coefs_(self):
+        """Weights of the Linear layers, shape (n_inputs, n_outputs) each."""
+        return [layer.weight.data for layer in self._linear_layers()]
+
+    @property
+    def intercepts_(self):
+        """Biases of the Linear layers, shape (n_outputs,) each."""
+        return [layer.bias.data for layer in self._linear_layers()]
+
+    # -- checks ---------------------------------------------------------------
+
+    def _linear_layers(self):
+        if not hasattr(self, "model_"):
+            raise AttributeError(
+                f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first"
+            )
+        return [layer for layer in self.model_.layers if isinstance(layer, Linear)]
+
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = [sizes]
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise ValueError(
+                f"hidden_layer_sizes must be an int or a sequence of ints, got {sizes!r}"
+            ) from None
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+                raise ValueError(
+                    f"hidden_layer_sizes must contain integers >= 1, got "
+                    f"{self.hidden_layer_sizes!r}"
+                )
+        return [int(size) for size in sizes]
+
+    def _check_parameters(self):
+        """Raise ValueError for an invalid hyperparameter and return the resolved dtype."""
+        self._hidden_sizes()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(
+                f"solver must be 'sgd' or 'adam', got {self.solver!r} (nnback has no lbfgs)"
+            )
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            if (
+                isinstance(self.batch_size, bool)
+                or not isinstance(self.batch_size, numbers.Integral)
+                or self.batch_size < 1
+            ):
+                raise ValueError(
+                    f"batch_size must be 'auto' or an integer >= 1, got {self.batch_size!r}"
+                )
+        if (
+            isinstance(self.max_iter, bool)
+            or not isinstance(self.max_iter, numbers.Integral)
+            or self.max_iter < 1
+        ):
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not (
+            self.n_iter_no_change == np.inf
+            or (
+                isinstance(self.n_iter_no_change, numbers.Integral)
+                and not isinstance(self.n_iter_no_change, bool)
+                and self.n_iter_no_change >= 1
+            )
+        ):
+            raise ValueError(
+                f"n_iter_no_change must be an integer >= 1 or numpy.inf, got "
+                f"{self.n_iter_no_change!r}"
+            )
+
+        # (name, value, lowest allowed, whether the lowest is allowed, exclusive upper bound)
+        ranges = [
+            ("alpha", self.alpha, 0.0, True, None),
+            ("learning_rate_init", self.learning_rate_init, 0.0, False, None),
+            ("tol", self.tol, 0.0, True, None),
+            ("momentum", self.momentum, 0.0, True, 1.0),
+            ("validation_fraction", self.validation_fraction, 0.0, True, 1.0),
+            ("beta_1", self.beta_1, 0.0, True, 1.0),
+            ("beta_2", self.beta_2, 0.0, True, 1.0),
+            ("epsilon", self.epsilon, 0.0, False, None),
+        ]
+        for name, value, low, low_allowed, high in ranges:
+            expected = f"{'>=' if low_allowed else '>'} {low:g}"
+            if high is not None:
+                expected += f" and < {high:g}"
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name} must be a real number {expected}, got {value!r}")
+            above_low = value >= low if low_allowed else value > low
+            below_high = high is None or value < high
+            if not (np.isfinite(value) and above_low and below_high):
+                raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
+
+        dtype = None
+        # np.dtype(None) would be float64, so None is rejected here.
+        if self.dtype is not None:
+            try:
+                dtype = np.dtype(self.dtype)
+            except TypeError:
+                pass
+        if dtype is None or dtype not in _SUPPORTED_DTYPES:
+            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}")
+        return dtype
+
+    @staticmethod
+    def _unique_classes(labels, name):
+        """Return the sorted unique labels after checking that they are class labels."""
+        check_classification_targets(labels)
+        target_type = type_of_target(labels, input_name=name)
+        if target_type not in ("binary", "multiclass"):
+            raise ValueError(
+                f"{name} must contain binary or multiclass labels, got {target_type} "
+                f"targets (multilabel and multioutput targets are not supported)"
+            )
+        return np.unique(labels)
+
+    # -- training ---------------------------------------------------------------
+
+    def _encode_labels(self, y, incremental, classes):
+        """Set ``classes_`` if needed and return y as intp indices into it."""
+        if incremental:
+            known = self.classes_ if hasattr(self, "classes_") else classes
+            present = self._unique_classes(y, "y")
+            unknown = present[~np.isin(present, known)]
+            if unknown.size:
+                raise ValueError(
+                    f"y contains the labels {unknown.tolist()}, which are not in classes "
+                    f"{known.tolist()}"
+                )
+        else:
+            known = self._unique_classes(y, "y")
+            if self.warm_start and hasattr(self, "classes_"):
+                if not np.array_equal(known, self.classes_):
+                    raise ValueError(
+                        f"warm_start needs the classes of the previous fit, "
+                        f"{self.classes_.tolist()}, but y has {known.tolist()}"
+                    )
+
+        if known.size < 2:
+            raise ValueError(
+                f"MLPClassifier needs at least 2 classes to train, got 1 class: {known.tolist()}"
+            )
+        self.classes_ = known
+        return np.searchsorted(self.classes_, y).astype(np.intp)
+
+    @staticmethod
+    def _build_model(layer_sizes, activation, dtype, seed):
+        """Return a new network: Linear layers with ``activation`` between them."""
+        if activation != "identity":
+            return mlp(layer_sizes, _NNBACK_ACTIVATIONS[activation], dtype=dtype, rng=seed)
+
+        generator = np.random.default_rng(seed)
+        layers = [
+            Linear(n_in, n_out, dtype=dtype, init="glorot", rng=generator)
+            for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
+        ]
+        return Sequential(*layers)
+
+    def _optimizer_settings(self):
+        """Return the hyperparameters that the optimizer is built from."""
+        return {
+            "solver": self.solver,
+            "learning_rate_init": float(self.learning_rate_init),
+            "momentum": float(self.momentum),
+            "nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
+            "betas": (float(self.beta_1), float(self.beta_2)),
+            "epsilon": float(self.epsilon),
+            "alpha": float(self.alpha),
+        }
+
+    def _create_optimizer(self, settings):
+        """Return the optimizer for ``model_``, with the L2 penalty when alpha > 0."""
+
+        def make_optimizer(parameters):
+            if settings["solver"] == "adam":
+                return Adam(
+                    parameters,
+                    lr=settings["learning_rate_init"],
+                    betas=settings["betas"],
+                    eps=settings["epsilon"],
+                )
+            return SGD(
+                parameters,
+                lr=settings["learning_rate_init"],
+                momentum=settings["momentum"],
+                nesterov=settings["nesterov"],
+            )
+
+        if settings["alpha"] == 0:
+            return make_optimizer(self.model_.parameters())
+        layers = self._linear_layers()
+        weights = [layer.weight for layer in layers]
+        biases = [layer.bias for layer in layers if layer.bias is not None]
+        return _PenalizedOptimizer(make_optimizer, weights, biases, settings["alpha"])
+
+    def _initialize(self, n_features, random_state):
+        """Build a new network and reset the training history."""
+        layer_sizes = [n_features, *self._hidden_sizes(), len(self.classes_)]
+        seed = int(random_state.randint(np.iinfo(np.int32).max))
+        self.model_ = self._build_model(layer_sizes, self.activation, self._dtype, seed)
+        self._layer_sizes = layer_sizes
+        self._fitted_activation = self.activation
+        self.n_layers_ = len(layer_sizes)
+        self.n_outputs_ = len(self.classes_)
+        self.out_activation_ = "softmax"
+
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _fit(self, X, y, incremental, classes=None):
+        self._dtype = self._check_parameters()
+        if incremental and self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: it runs a single "
+                "epoch without a validation split"
+            )
+
+        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        if not first_pass and self.model_.dtype != self._dtype:
+            raise ValueError(
+                f"dtype={self.dtype!r} differs from the dtype {self.model_.dtype} of the "
+                f"fitted model: refit without warm_start to change it"
+            )
+        X, y = validate_data(self, X, y, reset=first_pass, dtype=self._dtype, order="C")
+        y_encoded = self._encode_labels(y, incremental, classes)
+
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(X.shape[1], random_state)
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._fitted_optimizer_settings = self._optimizer_settings()
+            self._optimizer = self._create_optimizer(self._fitted_optimizer_settings)
+
+        self._fit_stochastic(X, y_encoded, incremental, random_state)
+
+        if not all(np.isfinite(p.data).all() for p in self.model_.parameters()):
+            raise ValueError(
+                "training produced non-finite weights: scale the features (for example "
+                "with sklearn.preprocessing.StandardScaler) or lower learning_rate_init"
+            )
+        return self
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(AUTO_BATCH_SIZE, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                f"batch_size={self.batch_size} is larger than the {n_samples} training "
+                f"samples: using batches of {n_samples}",
+                UserWarning,
+                stacklevel=4,
+            )
+        return min(self.batch_size, n_samples)
+
+    def _split_validation(self, X, y, random_state):
+        # The split is stratified, so train_test_split raises a ValueError when the
+        # validation set would have fewer samples than there are classes.
+        X_train, X_val, y_train, y_val = train_test_split(
+            X, y, test_size=self.validation_fraction, random_state=random_state, stratify=y
+        )
+        return (
+            np.ascontiguousarray(X_train),
+            np.ascontiguousarray(y_train),
+            np.ascontiguousarray(X_val),
+            y_val,
+        )
+
+    def _fit_stochastic(self, X, y, incremental, random_state):
+        early_stopping = self.early_stopping and not incremental
+        X_val = y_val = None
+        if early_stopping:
+            X, y, X_val, y_val = self._split_validation(X, y, random_state)
+
+        n_samples = X.shape[0]
+        batch_size = self._batch_size(n_samples)
+        model, optimizer = self.model_, self._optimizer
+        loss = SoftmaxCrossEntropy()
+        penalized = isinstance(optimizer, _PenalizedOptimizer)
+        weights = [layer.weight.data for layer in self._linear_layers()]
+
+        if self.shuffle:
+            # Each epoch gathers the shuffled samples here, so that every batch
+            # is a C-contiguous slice.
+            X_epoch = np.empty_like(X)
+            y_epoch = np.empty_like(y)
+        else:
+            X_epoch, y_epoch = X, y
+
+        self.n_iter_ = 0
+        try:
+            for epoch in range(self.max_iter):
+                if self.shuffle:
+                    order = random_state.permutation(n_samples)
+                    np.take(X, order, axis=0, out=X_epoch)
+                    np.take(y, order, out=y_epoch)
+
+                accumulated_loss = 0.0
+                for start in range(0, n_samples, batch_size):
+                    stop = min(start + batch_size, n_samples)
+                    n_batch = stop - start
+                    batch_loss = 0.0
+                    if penalized:
+                        optimizer.set_batch_size(n_batch)
+                        squared_norm = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+                        batch_loss = 0.5 * self.alpha * squared_norm / n_batch
+                    batch_loss += train_step(
+                        model, loss, optimizer, X_epoch[start:stop], y_epoch[start:stop]
+                    )
+                    accumulated_loss += batch_loss * n_batch
+
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                self.loss_ = accumulated_loss / n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+
+                self._update_no_improvement_count(early_stopping, X_val, y_val)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if self.verbose:
+                        print(self._stopping_message(early_stopping))
+                    break
+                if incremental:
+                    break
+                if epoch == self.max_iter - 1:
+                    warnings.warn(
+                        f"{type(self).__name__} ran max_iter={self.max_iter} epochs and "
+                        f"the {'validation score' if early_stopping else 'training loss'} "
+                        f"was still improving: increase max_iter for a converged model",
+                        ConvergenceWarning,
+                        stacklevel=4,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"training was interrupted after {self.n_iter_} epoch(s): the model keeps "
+                f"the weights it had reached",
+                UserWarning,
+                stacklevel=4,
+            )
+
+        if early_stopping:
+            for parameter, best in zip(model.parameters(), self._best_parameters):
+                np.copyto(parameter.data, best)
+
+    def _stopping_message(self, early_stopping):
+        quantity = "Validation score" if early_stopping else "Training loss"
+        return (
+            f"{quantity} did not improve by more than tol={self.tol:g} for "
+            f"{self.n_iter_no_change} consecutive epochs. Stopping."
+        )
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val):
+        """Count epochs without improvement, with scikit-learn's rules for tol."""
+        if early_stopping:
+            score = float(np.mean(self._predict_indices(X_val) == y_val))
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:.6f}")
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_parameters = [p.data.copy() for p in self.model_.parameters()]
+            return
+
+        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if self.loss_curve_[-1] < self.best_loss_:
+            self.best_loss_ = self.loss_curve_[-1]
+
+    # -- prediction --------------------------------------------------------------
+
+    def _predict_indices(self, X):
+        return np.argmax(self.model_.predict(X), axis=1)
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        return self.model_.predict(X)
+
+    # -- pickling ------------------------------------------------------------------
+
+    def __getstate__(self):
+        # The network and the optimizers are stored as their arrays and rebuilt
+        # on loading, because their work buffers and flat views of the
+        # parameters would not survive pickling as views.
+        # A copy, because object.__getstate__ may return the instance's own __dict__.
+        state = dict(super().__getstate__())
+        model = state.pop("model_", None)
+        optimizer = state.pop("_optimizer", None)
+        if model is not None:
+            state["_model_parameters"] = [p.data.copy() for p in model.parameters()]
+        if optimizer is not None:
+            optimizers = (
+                optimizer.optimizers if isinstance(optimizer, _PenalizedOptimizer) else [optimizer]
+            )
+            state["_optimizer_states"] = [_optimizer_state(opt) for opt in optimizers]
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        parameters = state.pop("_model_parameters", None)
+        optimizer_states = state.pop("_optimizer_states", None)
+        super().__setstate__(state)
+        if parameters is None:
+            return
+
+        self.model_ = self._build_model(
+            self._layer_sizes, self._fitted_activation, parameters[0].dtype, 0
+        )
+        for parameter, values in zip(self.model_.parameters(), parameters):
+            np.copyto(parameter.data, values)
+
+        if optimizer_states is not None:
+            self._optimizer = self._create_optimizer(self._fitted_optimizer_settings)
+            optimizers = (
+                self._optimizer.optimizers
+                if isinstance(self._optimizer, _PenalizedOptimizer)
+                else [self._optimizer]
+            )
+            for optimizer, optimizer_state in zip(optimizers, optimizer_states):
+                _restore_optimizer_state(optimizer, optimizer_state)

@@ -1,0 +1,255 @@
+r"""Stochastic gradient descent and Adam over :class:`nnback.layers.Parameter`.
+
+Both optimizers update ``param.data`` in place with compiled loops
+(``nnback._optim``) in the parameter's own dtype, never modify ``param.grad``,
+and keep their state between calls to ``step()``. Weight decay is the L2 form
+of ``torch.optim.SGD`` and ``torch.optim.Adam``: ``weight_decay * param`` is
+added to the gradient before the update, ``g = grad + weight_decay * param``.
+
+SGD with learning rate ``lr`` and momentum ``mu`` (``torch.optim.SGD`` with
+``dampening=0``), with the velocity ``v`` starting at zero::
+
+    v     = mu * v + g
+    param = param - lr * (g + mu * v)      nesterov=True
+    param = param - lr * v                 nesterov=False (param - lr * g if mu == 0)
+
+Adam (``torch.optim.Adam`` without amsgrad), at step ``t = 1, 2, ...``, with
+the moments ``m`` and ``s`` starting at zero::
+
+    m     = beta1 * m + (1 - beta1) * g
+    s     = beta2 * s + (1 - beta2) * g * g
+    param = param - lr / (1 - beta1**t) * m / (sqrt(s) / sqrt(1 - beta2**t) + eps)
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from nnback import _optim
+from nnback.layers import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _check_hyperparameter(name, value, *, minimum=None, below=None, above=None):
+    """Return ``value`` as a float after checking that it is a finite real number in range.
+
+    ``minimum`` is an inclusive lower bound, ``above`` an exclusive lower bound and
+    ``below`` an exclusive upper bound. The ValueError names the argument and value.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+    conditions = []
+    if minimum is not None:
+        conditions.append((number >= minimum, f">= {minimum}"))
+    if above is not None:
+        conditions.append((number > above, f"> {above}"))
+    if below is not None:
+        conditions.append((number < below, f"< {below}"))
+    if not all(holds for holds, _ in conditions):
+        expected = " and ".join(text for _, text in conditions)
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return number
+
+
+class Optimizer:
+    """Base class: a list of Parameters, ``zero_grad()`` and the ``step()`` contract.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        Must be non-empty and contain each Parameter once, because a repeated
+        Parameter would be updated twice per step.
+    """
+
+    def __init__(self, params):
+        if isinstance(params, Parameter):
+            raise TypeError(
+                "params must be an iterable of Parameter, got a single Parameter: "
+                "pass [param] or model.parameters()"
+            )
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params is empty: the optimizer needs at least one Parameter")
+
+        seen = {}
+        for index, param in enumerate(self.params):
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    f"params[{index}] must be a Parameter, got {type(param).__name__}"
+                )
+            if id(param) in seen:
+                raise ValueError(
+                    f"params[{index}] is the same Parameter as params[{seen[id(param)]}]: "
+                    f"list each Parameter once"
+                )
+            seen[id(param)] = index
+
+    @property
+    def lr(self):
+        """Learning rate, >= 0, which may be changed between steps."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_hyperparameter("lr", value, minimum=0.0)
+
+    @property
+    def weight_decay(self):
+        """L2 penalty factor, >= 0, which may be changed between steps."""
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        self._weight_decay = _check_hyperparameter("weight_decay", value, minimum=0.0)
+
+    def zero_grad(self):
+        """Set the ``.grad`` of every Parameter to zero, in place."""
+        for param in self.params:
+            param.grad.fill(0)
+
+    def step(self):
+        """Update every Parameter's ``.data`` in place from its ``.grad``."""
+        raise NotImplementedError
+
+    def _new_state(self, param):
+        """Return a zero state buffer shaped like ``param``, with its flat view."""
+        buffer = np.zeros(param.shape, dtype=param.dtype)
+        return buffer, buffer.reshape(-1)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float
+        Learning rate, >= 0.
+    momentum : float, default 0.0
+        Momentum factor in [0, 1).
+    nesterov : bool, default False
+        Use Nesterov momentum (requires ``momentum > 0``).
+    weight_decay : float, default 0.0
+        L2 penalty factor, >= 0, added to the gradient as ``weight_decay * param``.
+
+    Attributes
+    ----------
+    velocity : list of ndarray
+        The momentum buffer of each Parameter (empty list without momentum).
+    """
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = lr
+        self.momentum = _check_hyperparameter("momentum", momentum, minimum=0.0, below=1.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True requires momentum > 0, got momentum=0.0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = weight_decay
+
+        self.velocity = []
+        self._flat_velocity = []
+        if self.momentum > 0:
+            for param in self.params:
+                buffer, flat = self._new_state(param)
+                self.velocity.append(buffer)
+                self._flat_velocity.append(flat)
+
+    def step(self):
+        """Apply one SGD update to every Parameter."""
+        if self.momentum == 0:
+            for param in self.params:
+                _optim.sgd_update(param._flat_data, param._flat_grad, self._lr, self._weight_decay)
+            return
+
+        for index, param in enumerate(self.params):
+            velocity = self._flat_velocity[index]
+            _optim.sgd_momentum_update(
+                param._flat_data, param._flat_grad, velocity, self._lr,
+                self.momentum, self._weight_decay, self.nesterov,
+            )
+
+    def __repr__(self):
+        return (
+            f"SGD(lr={self._lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+            f"weight_decay={self.weight_decay})"
+        )
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and L2 weight decay, as ``torch.optim.Adam``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-3
+        Learning rate, >= 0.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator, > 0.
+    weight_decay : float, default 0.0
+        L2 penalty factor, >= 0, added to the gradient as ``weight_decay * param``.
+
+    Attributes
+    ----------
+    step_count : int
+        Number of steps taken.
+    exp_avg, exp_avg_sq : list of ndarray
+        First and second moment estimates of each Parameter.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = lr
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from error
+        self.betas = (
+            _check_hyperparameter("betas[0]", beta1, minimum=0.0, below=1.0),
+            _check_hyperparameter("betas[1]", beta2, minimum=0.0, below=1.0),
+        )
+        self.eps = _check_hyperparameter("eps", eps, above=0.0)
+        self.weight_decay = weight_decay
+
+        self.step_count = 0
+        self.exp_avg, self.exp_avg_sq = [], []
+        self._flat_state = []
+        for param in self.params:
+            exp_avg, flat_avg = self._new_state(param)
+            exp_avg_sq, flat_avg_sq = self._new_state(param)
+            self.exp_avg.append(exp_avg)
+            self.exp_avg_sq.append(exp_avg_sq)
+            self._flat_state.append((flat_avg, flat_avg_sq))
+
+    def step(self):
+        """Apply one Adam update to every Parameter and advance ``step_count``."""
+        beta1, beta2 = self.betas
+        self.step_count += 1
+        # Both corrections are > 0 for t >= 1, because the betas are below 1.
+        bias_correction1 = 1.0 - beta1**self.step_count
+        bias_correction2 = 1.0 - beta2**self.step_count
+        step_size = self._lr / bias_correction1
+        bias_correction2_sqrt = math.sqrt(bias_correction2)
+
+        for index, param in enumerate(self.params):
+            flat_avg, flat_avg_sq = self._flat_state[index]
+            _optim.adam_update(
+                param._flat_data, param._flat_grad, flat_avg, flat_avg_sq, step_size,
+                beta1, beta2, self.eps, self._weight_decay, bias_correction2_sqrt,
+            )
+
+    def __repr__(self):
+        return (
+            f"Adam(lr={self._lr}, betas={self.betas}, eps={self.eps}, "
+            f"weight_decay={self.weight_decay})"
+        )

@@ -1,0 +1,502 @@
+"""End-to-end tests of the nnback command line: train, predict and every error path.
+
+The training runs start ``python -m nnback`` in a subprocess, from a temporary
+working directory, with PYTHONPATH pointing at the nnback package that the
+tests import (an in-place build or an installed copy).
+"""
+
+import gzip
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nnback
+from nnback import cli, datasets
+from nnback.serialization import load
+
+ACCURACY_LINE = re.compile(r"^test accuracy: (\d{1,3}\.\d)%$", re.MULTILINE)
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) \[[#.]{20}\] loss \d+\.\d{4} test acc \d+\.\d%$")
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nnback.__file__)))
+
+
+def run_nnback(args, cwd, extra_path=()):
+    """Run ``python -m nnback ARGS`` in ``cwd`` and return the completed process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*extra_path, PACKAGE_ROOT])
+    return subprocess.run(
+        [sys.executable, "-m", "nnback", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def parse_accuracy(stdout):
+    matches = ACCURACY_LINE.findall(stdout)
+    assert len(matches) == 1, stdout
+    return float(matches[0])
+
+
+def assert_one_line_error(stderr, *fragments):
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("nnback: error: "), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# ---------------------------------------------------------------------------
+# Synthetic data sets
+# ---------------------------------------------------------------------------
+
+
+def make_images(n_samples, rng, n_classes=3, size=6):
+    """Return uint8 images (n, size, size) whose bright row band identifies the class."""
+    labels = rng.integers(0, n_classes, size=n_samples).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n_samples, size, size)).astype(np.uint8)
+    band = size // n_classes
+    for index, label in enumerate(labels):
+        rows = slice(label * band, (label + 1) * band)
+        images[index, rows, :] = rng.integers(200, 256, size=(band, size))
+    return images, labels
+
+
+def write_idx(path, array, compress):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as file:
+        file.write(data)
+
+
+@pytest.fixture
+def mnist_folder(tmp_path):
+    """A folder with the four MNIST files of a 3-class problem; two of them gzipped."""
+    rng = np.random.default_rng(0)
+    x_train, y_train = make_images(240, rng)
+    x_test, y_test = make_images(60, rng)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for key, name in datasets.MNIST_FILES.items():
+        compress = key in ("x_train", "y_test")
+        write_idx(folder / (name + (".gz" if compress else "")), arrays[key], compress)
+    return folder
+
+
+@pytest.fixture
+def npz_path(tmp_path):
+    """An .npz with float features of a 3-class problem."""
+    rng = np.random.default_rng(1)
+    x_train, y_train = make_images(240, rng)
+    x_test, y_test = make_images(60, rng)
+    path = tmp_path / "data.npz"
+    np.savez(
+        path,
+        x_train=x_train.reshape(240, -1) / 255.0,
+        y_train=y_train.astype(np.int64),
+        x_test=x_test.reshape(60, -1) / 255.0,
+        y_test=y_test.astype(np.int64),
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------
+
+
+def test_train_digits_few_epochs(tmp_path):
+    pytest.importorskip("sklearn")
+    result = run_nnback(["train", "--epochs", "3", "--hidden", "64"], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert parse_accuracy(result.stdout) > 80.0
+    epoch_lines = result.stderr.splitlines()[:3]
+    assert [EPOCH_LINE.match(line) is not None for line in epoch_lines] == [True] * 3
+    assert epoch_lines[-1].startswith("epoch 3/3 [####################]")
+    assert re.search(r"^training: 3 epochs of 1347 samples in .* samples/s\)$", result.stdout, re.M)
+    assert re.search(r"^wall time: \d+\.\d\d s$", result.stdout, re.M)
+    assert "Traceback" not in result.stderr
+
+
+def test_train_default_reaches_97_percent(tmp_path):
+    # The README promises this for the default command.
+    pytest.importorskip("sklearn")
+    result = run_nnback(["train"], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert parse_accuracy(result.stdout) >= 97.0
+
+
+def test_train_mnist_idx_folder(tmp_path, mnist_folder):
+    result = run_nnback(
+        ["train", "--data", mnist_folder, "--epochs", "5", "--hidden", "16,8", "--seed", "3"],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert parse_accuracy(result.stdout) >= 90.0
+    assert "training: 5 epochs of 240 samples" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.5"],
+        ["--activation", "tanh", "--dtype", "float64"],
+        ["--activation", "sigmoid", "--batch-size", "7", "--threads", "1"],
+    ],
+    ids=["sgd", "tanh-float64", "sigmoid-threads"],
+)
+def test_train_options(tmp_path, npz_path, options):
+    result = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "8", "--hidden", "16", *options], cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert parse_accuracy(result.stdout) >= 90.0
+
+
+def test_train_same_seed_same_result(tmp_path, npz_path):
+    args = ["train", "--data", npz_path, "--epochs", "2", "--hidden", "8", "--seed", "5"]
+    first = run_nnback(args, cwd=tmp_path)
+    second = run_nnback(args, cwd=tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines()[:2] == second.stderr.splitlines()[:2]
+
+
+def test_save_and_predict_roundtrip(tmp_path, npz_path):
+    model_path = tmp_path / "model.npz"
+    train = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "5", "--hidden", "16", "--save", model_path],
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    trained_accuracy = parse_accuracy(train.stdout)
+
+    output = tmp_path / "predictions.txt"
+    predict = run_nnback(
+        ["predict", "--model", model_path, "--data", npz_path, "--output", output], cwd=tmp_path
+    )
+
+    assert predict.returncode == 0, predict.stderr
+    lines = output.read_text().splitlines()
+    assert len(lines) == 60
+    predictions = np.array([int(line) for line in lines])
+    model = load(model_path)
+    x_test = np.load(npz_path)["x_test"].astype(np.float32)
+    np.testing.assert_array_equal(predictions, np.argmax(model.predict(x_test), axis=1))
+    accuracy = re.search(r"^accuracy: (\d+\.\d)% \(60 samples\)$", predict.stderr, re.M)
+    assert accuracy is not None, predict.stderr
+    assert float(accuracy.group(1)) == trained_accuracy
+
+
+@pytest.mark.parametrize("extension", [".npy", ".csv", ".out"])
+def test_predict_output_formats(tmp_path, npz_path, extension):
+    model_path = tmp_path / "model.npz"
+    train = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "1", "--hidden", "4", "--save", model_path],
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    output = tmp_path / f"predictions{extension}"
+
+    predict = run_nnback(
+        ["predict", "--model", model_path, "--data", npz_path, "--output", output], cwd=tmp_path
+    )
+
+    assert predict.returncode == 0, predict.stderr
+    if extension == ".npy":
+        predictions = np.load(output)
+        assert predictions.dtype == np.int64
+    else:
+        lines = output.read_text().splitlines()
+        if extension == ".csv":
+            assert lines[0] == "prediction"
+            lines = lines[1:]
+        predictions = np.array([int(line) for line in lines])
+    assert predictions.shape == (60,)
+    assert set(predictions.tolist()) <= {0, 1, 2}
+
+
+def test_predict_to_stdout_without_labels(tmp_path, npz_path):
+    model_path = tmp_path / "model.npz"
+    train = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "1", "--hidden", "4", "--save", model_path],
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.load(npz_path)["x_test"][:7])
+
+    predict = run_nnback(["predict", "--model", model_path, "--data", samples], cwd=tmp_path)
+
+    assert predict.returncode == 0, predict.stderr
+    assert len(predict.stdout.splitlines()) == 7
+    assert "accuracy" not in predict.stderr
+
+
+def test_plot_writes_png(tmp_path, npz_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
+
+    result = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "2", "--hidden", "4", "--plot", plot],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib(tmp_path, npz_path):
+    # A stand-in package that fails to import hides any installed matplotlib.
+    blocker = tmp_path / "blocker" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('matplotlib is blocked')\n")
+
+    result = run_nnback(
+        ["train", "--data", npz_path, "--epochs", "1", "--plot", tmp_path / "curves.png"],
+        cwd=tmp_path,
+        extra_path=[blocker.parent],
+    )
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "--plot", "pip install matplotlib")
+
+
+# ---------------------------------------------------------------------------
+# Progress bar
+# ---------------------------------------------------------------------------
+
+
+class FakeTerminal:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_redraws_on_terminal():
+    stream = FakeTerminal()
+    progress = cli.ProgressBar(2, stream)
+    progress.REDRAW_INTERVAL = 0.0
+
+    progress.update(1, 0.5, 0.9)
+    progress.end_epoch(1, 0.8, 0.5)
+    progress.end_epoch(2, 0.4, 0.75)
+
+    assert stream.text.count("\r") == 3
+    assert stream.text.endswith("epoch 2/2 [####################] loss 0.4000 test acc 75.0%\n")
+    assert "epoch 1/2 [#####...............] loss 0.9000\r" in stream.text
+
+
+def test_progress_bar_one_line_per_epoch_on_pipe(tmp_path):
+    with open(tmp_path / "log.txt", "w+") as stream:
+        progress = cli.ProgressBar(2, stream)
+        progress.update(1, 0.5, 0.9)
+        progress.end_epoch(1, 0.8, 0.5)
+        progress.end_epoch(2, 0.4, 0.75)
+        stream.seek(0)
+        lines = stream.read().splitlines()
+
+    assert lines == [
+        "epoch 1/2 [##########..........] loss 0.8000 test acc 50.0%",
+        "epoch 2/2 [####################] loss 0.4000 test acc 75.0%",
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+def run_main(argv, capsys):
+    """Call cli.main in-process and return (exit status, stdout, stderr)."""
+    try:
+        status = cli.main([str(arg) for arg in argv])
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+INVALID_OPTIONS = [
+    ("epochs_zero", ["train", "--epochs", "0"], "--epochs"),
+    ("epochs_text", ["train", "--epochs", "ten"], "--epochs"),
+    ("lr_negative", ["train", "--lr", "-1"], "--lr"),
+    ("lr_nan", ["train", "--lr", "nan"], "--lr"),
+    ("batch_size_zero", ["train", "--batch-size", "0"], "--batch-size"),
+    ("hidden_zero", ["train", "--hidden", "64,0"], "--hidden"),
+    ("hidden_text", ["train", "--hidden", "a,b"], "--hidden"),
+    ("hidden_empty", ["train", "--hidden", ""], "--hidden"),
+    ("activation", ["train", "--activation", "softplus"], "--activation"),
+    ("optimizer", ["train", "--optimizer", "rmsprop"], "--optimizer"),
+    ("dtype", ["train", "--dtype", "float16"], "--dtype"),
+    ("momentum_one", ["train", "--momentum", "1"], "--momentum"),
+    ("threads_zero", ["train", "--threads", "0"], "--threads"),
+    ("seed_text", ["train", "--seed", "x"], "--seed"),
+    ("unknown_option", ["train", "--colour", "red"], "--colour"),
+    ("unknown_command", ["fit"], "fit"),
+    ("no_command", [], "COMMAND"),
+    ("predict_without_model", ["predict", "--data", "x.npz"], "--model"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment", [case[1:] for case in INVALID_OPTIONS], ids=[case[0] for case in INVALID_OPTIONS]
+)
+def test_invalid_option(capsys, argv, fragment):
+    status, out, err = run_main(argv, capsys)
+
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, fragment)
+
+
+def test_invalid_option_subprocess(tmp_path):
+    result = run_nnback(["train", "--epochs", "-3"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "--epochs", "-3")
+
+
+def test_missing_data_path_subprocess(tmp_path):
+    result = run_nnback(["train", "--data", tmp_path / "absent.npz"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "absent.npz", "no such file or directory")
+
+
+def test_truncated_idx_subprocess(tmp_path, mnist_folder):
+    path = mnist_folder / datasets.MNIST_FILES["y_train"]
+    path.write_bytes(path.read_bytes()[:-1])
+
+    result = run_nnback(["train", "--data", mnist_folder], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, str(path), "truncated IDX data")
+
+
+def _corrupt_magic(folder):
+    path = folder / datasets.MNIST_FILES["x_test"]
+    content = bytearray(path.read_bytes())
+    content[0] = 0x1F
+    path.write_bytes(bytes(content))
+    return path
+
+
+def test_data_errors(capsys, tmp_path, mnist_folder, npz_path):
+    cases = []
+
+    bad_magic = tmp_path / "bad_magic"
+    bad_magic.mkdir()
+    for entry in mnist_folder.iterdir():
+        (bad_magic / entry.name).write_bytes(entry.read_bytes())
+    cases.append(([bad_magic], [str(_corrupt_magic(bad_magic)), "invalid IDX magic number"]))
+
+    missing_keys = tmp_path / "missing.npz"
+    np.savez(missing_keys, x_train=np.zeros((4, 2)), y_train=np.zeros(4, dtype=int))
+    cases.append(([missing_keys], ["missing array(s) x_test, y_test"]))
+
+    not_npz = tmp_path / "garbage.npz"
+    not_npz.write_bytes(b"\x00" * 100)
+    cases.append(([not_npz], ["not a readable .npz archive"]))
+
+    cases.append(([tmp_path / "nowhere"], ["no such file or directory"]))
+
+    text_file = tmp_path / "data.txt"
+    text_file.write_text("1 2 3")
+    cases.append(([text_file], ["unsupported data file"]))
+
+    empty_folder = tmp_path / "empty"
+    empty_folder.mkdir()
+    cases.append(([empty_folder], ["missing MNIST file train-images-idx3-ubyte"]))
+
+    for data_args, fragments in cases:
+        status, out, err = run_main(["train", "--data", *data_args], capsys)
+        assert status == 2, (data_args, err)
+        assert_one_line_error(err, *fragments)
+
+
+def test_single_class_rejected(capsys, tmp_path):
+    path = tmp_path / "one_class.npz"
+    np.savez(
+        path,
+        x_train=np.ones((4, 2)), y_train=np.zeros(4, dtype=int),
+        x_test=np.ones((2, 2)), y_test=np.zeros(2, dtype=int),
+    )
+
+    status, _, err = run_main(["train", "--data", path], capsys)
+
+    assert status == 2
+    assert_one_line_error(err, "expected at least 2")
+
+
+def test_output_paths_checked_before_training(capsys, tmp_path, npz_path):
+    missing_dir = tmp_path / "absent" / "model.npz"
+
+    status, out, err = run_main(["train", "--data", npz_path, "--save", missing_dir], capsys)
+
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, "--save", "does not exist")
+
+
+def test_plot_unsupported_format(capsys, tmp_path, npz_path):
+    pytest.importorskip("matplotlib")
+
+    status, out, err = run_main(
+        ["train", "--data", npz_path, "--plot", tmp_path / "curves.xyz"], capsys
+    )
+
+    assert status == 2
+    assert_one_line_error(err, "unsupported image format 'xyz'")
+
+
+@pytest.fixture
+def saved_model(tmp_path, npz_path, capsys):
+    path = tmp_path / "model.npz"
+    status, _, err = run_main(
+        ["train", "--data", npz_path, "--epochs", "1", "--hidden", "4", "--save", path], capsys
+    )
+    assert status == 0, err
+    return path
+
+
+def test_predict_errors(capsys, tmp_path, npz_path, saved_model):
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.zeros((3, 5)))
+    cases = [
+        (["--model", tmp_path / "absent.npz", "--data", npz_path], ["absent.npz", "no such file"]),
+        (["--model", npz_path, "--data", npz_path], [str(npz_path)]),
+        (["--model", saved_model, "--data", tmp_path / "absent.npy"], ["no such file"]),
+        (["--model", saved_model, "--data", wide], ["5 features", "expects 36"]),
+        (
+            ["--model", saved_model, "--data", npz_path, "--output", tmp_path / "no" / "p.txt"],
+            ["p.txt"],
+        ),
+    ]
+
+    for argv, fragments in cases:
+        status, _, err = run_main(["predict", *argv], capsys)
+        assert status == 2, (argv, err)
+        assert_one_line_error(err, *fragments)

@@ -1,0 +1,517 @@
+"""Tests of nnback.datasets: digits, .npz archives and MNIST IDX files."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from nnback import datasets
+
+IDX_TYPE_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
+
+
+def idx_bytes(array):
+    """Encode ``array`` in the IDX format: magic number, big-endian dims, big-endian data."""
+    array = np.asarray(array)
+    header = struct.pack(">BBBB", 0, 0, IDX_TYPE_CODES[array.dtype], array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path, array, *, compress=False):
+    data = idx_bytes(array)
+    if compress:
+        with gzip.open(path, "wb") as file:
+            file.write(data)
+    else:
+        with open(path, "wb") as file:
+            file.write(data)
+    return path
+
+
+def write_mnist_folder(folder, *, n_train=12, n_test=5, rows=4, cols=3, compress=(), seed=0):
+    """Write the four MNIST files with random uint8 content; return the raw arrays.
+
+    ``compress`` names the keys (x_train, y_train, x_test, y_test) whose files are
+    gzipped.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(n_train, rows, cols), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, size=(n_test, rows, cols), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+    os.makedirs(folder, exist_ok=True)
+    for key, name in datasets.MNIST_FILES.items():
+        gz = key in compress
+        path = os.path.join(folder, name + (".gz" if gz else ""))
+        write_idx(path, arrays[key], compress=gz)
+    return arrays
+
+
+def npz_arrays(n_train=8, n_test=4, n_features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.standard_normal((n_train, n_features)),
+        "y_train": rng.integers(0, 3, size=n_train),
+        "x_test": rng.standard_normal((n_test, n_features)),
+        "y_test": rng.integers(0, 3, size=n_test),
+    }
+
+
+# ---------------------------------------------------------------------------
+# digits
+# ---------------------------------------------------------------------------
+
+
+def test_digits_shapes_and_range():
+    pytest.importorskip("sklearn")
+    data = datasets.load_digits()
+
+    assert data.x_train.shape == (1347, 64)
+    assert data.x_test.shape == (450, 64)
+    assert data.y_train.shape == (1347,)
+    assert data.y_test.shape == (450,)
+    assert data.x_train.dtype == np.float32
+    assert data.y_train.dtype == np.int64
+    assert data.x_train.flags.c_contiguous
+    assert data.x_train.min() == 0.0
+    assert data.x_train.max() == 1.0
+    assert data.n_classes == 10
+    assert data.n_features == 64
+
+
+def test_digits_split_is_fixed():
+    pytest.importorskip("sklearn")
+    first = datasets.load_digits()
+    second = datasets.load_digits()
+
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_digits_split_is_stratified():
+    pytest.importorskip("sklearn")
+    data = datasets.load_digits()
+    counts = np.bincount(data.y_test, minlength=10)
+
+    assert counts.min() >= 43
+    assert counts.max() <= 46
+
+
+def test_digits_values_are_pixels_over_16():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    raw = sklearn_datasets.load_digits().data
+    data = datasets.load_digits()
+    # Every scaled row must be some raw row divided by 16.
+    all_rows = np.concatenate([data.x_train, data.x_test])
+
+    np.testing.assert_array_equal(
+        np.sort((all_rows * 16).round().astype(int), axis=0),
+        np.sort(raw.astype(int), axis=0),
+    )
+
+
+# ---------------------------------------------------------------------------
+# .npz
+# ---------------------------------------------------------------------------
+
+
+def test_npz_float_features_unchanged(tmp_path):
+    arrays = npz_arrays()
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+
+    data = datasets.load_npz(path)
+
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"].astype(np.float32))
+    np.testing.assert_array_equal(data.y_train, arrays["y_train"])
+    np.testing.assert_array_equal(data.x_test, arrays["x_test"].astype(np.float32))
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+    assert data.x_train.dtype == np.float32
+    assert data.y_test.dtype == np.int64
+
+
+def test_npz_uint8_images_flattened_and_scaled(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(6, 4, 3), dtype=np.uint8)
+    images[0, 0, 0] = 255
+    path = tmp_path / "images.npz"
+    np.savez_compressed(
+        path,
+        x_train=images,
+        y_train=np.arange(6, dtype=np.uint8),
+        x_test=images[:2],
+        y_test=np.array([1, 2], dtype=np.int16),
+    )
+
+    data = datasets.load_npz(path)
+
+    assert data.x_train.shape == (6, 12)
+    assert data.x_train[0, 0] == 1.0
+    np.testing.assert_allclose(data.x_train, images.reshape(6, 12) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(data.y_test, [1, 2])
+
+
+def test_npz_extra_arrays_ignored(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, notes=np.arange(3), **npz_arrays())
+
+    data = datasets.load_npz(path)
+
+    assert data.x_train.shape == (8, 5)
+
+
+def _save_npz_with(tmp_path, **changes):
+    arrays = npz_arrays()
+    arrays.update(changes)
+    arrays = {key: value for key, value in arrays.items() if value is not None}
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+NPZ_ERRORS = [
+    ("missing_y_test", {"y_test": None}, "missing array(s) y_test"),
+    ("missing_two", {"x_train": None, "y_train": None}, "missing array(s) x_train, y_train"),
+    ("x_1d", {"x_train": np.zeros(8)}, "x_train has shape (8,): expected at least 2"),
+    ("y_2d", {"y_train": np.zeros((8, 1), dtype=int)}, "y_train has shape (8, 1)"),
+    ("length_mismatch", {"y_train": np.zeros(7, dtype=int)}, "x_train has 8 samples but y_train has 7"),
+    ("feature_mismatch", {"x_test": np.zeros((4, 6))}, "x_test has 6"),
+    ("float_labels", {"y_test": np.zeros(4)}, "y_test has dtype float64: expected integer"),
+    ("negative_label", {"y_train": np.full(8, -1)}, "negative label -1"),
+    ("string_features", {"x_test": np.array([["a"] * 5] * 4)}, "x_test has dtype <U1"),
+    ("empty_train", {"x_train": np.zeros((0, 5)), "y_train": np.zeros(0, dtype=int)}, "no samples"),
+]
+
+
+@pytest.mark.parametrize(
+    "changes, message", [case[1:] for case in NPZ_ERRORS], ids=[case[0] for case in NPZ_ERRORS]
+)
+def test_npz_invalid_content(tmp_path, changes, message):
+    path = _save_npz_with(tmp_path, **changes)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_npz_object_array_rejected(tmp_path):
+    path = _save_npz_with(tmp_path, y_test=np.array([1, "a", None, 2.0], dtype=object))
+
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        datasets.load_npz(path)
+
+
+def test_npz_not_an_archive(tmp_path):
+    path = tmp_path / "data.npz"
+    path.write_bytes(b"this is not a zip file")
+
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        datasets.load_npz(path)
+
+
+def test_npz_single_array_rejected(tmp_path):
+    path = tmp_path / "data.npz"
+    with open(path, "wb") as file:
+        np.save(file, np.zeros(3))
+
+    with pytest.raises(ValueError, match="single array"):
+        datasets.load_npz(path)
+
+
+def test_npz_truncated_archive(tmp_path):
+    path = _save_npz_with(tmp_path)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        datasets.load_npz(path)
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        datasets.load_npz(tmp_path / "absent.npz")
+
+
+# ---------------------------------------------------------------------------
+# IDX parsing
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype", list(IDX_TYPE_CODES), ids=[dtype.name for dtype in IDX_TYPE_CODES]
+)
+def test_idx_roundtrip_every_type(dtype):
+    rng = np.random.default_rng(2)
+    array = (rng.standard_normal((3, 4, 2)) * 50).astype(dtype)
+
+    parsed = datasets.parse_idx(idx_bytes(array))
+
+    assert parsed.dtype == dtype
+    assert parsed.dtype.isnative
+    np.testing.assert_array_equal(parsed, array)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3), (2, 3, 4, 1)], ids=["1d", "2d", "4d"])
+def test_idx_roundtrip_shapes(shape):
+    array = np.arange(np.prod(shape), dtype=np.int32).reshape(shape)
+
+    np.testing.assert_array_equal(datasets.parse_idx(idx_bytes(array)), array)
+
+
+def test_idx_empty_dimension():
+    array = np.zeros((0, 28, 28), dtype=np.uint8)
+
+    assert datasets.parse_idx(idx_bytes(array)).shape == (0, 28, 28)
+
+
+def test_idx_reads_big_endian():
+    data = struct.pack(">BBBBI", 0, 0, 0x0B, 1, 2) + struct.pack(">hh", 258, -2)
+
+    np.testing.assert_array_equal(datasets.parse_idx(data), [258, -2])
+
+
+def _valid_labels():
+    return idx_bytes(np.arange(5, dtype=np.uint8))
+
+
+IDX_ERRORS = [
+    ("too_short", b"\x00\x00", "truncated IDX header"),
+    ("bad_magic", b"\x01\x02" + _valid_labels()[2:], "invalid IDX magic number 0x01020801"),
+    ("bad_type", b"\x00\x00\x07\x01" + _valid_labels()[4:], "invalid IDX type code 0x07"),
+    ("zero_dims", b"\x00\x00\x08\x00", "0 dimensions"),
+    ("truncated_dims", b"\x00\x00\x08\x03" + struct.pack(">I", 5), "truncated IDX header"),
+    ("truncated_data", _valid_labels()[:-1], "truncated IDX data"),
+    ("trailing_bytes", _valid_labels() + b"\x00", "1 unexpected bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    "data, message", [case[1:] for case in IDX_ERRORS], ids=[case[0] for case in IDX_ERRORS]
+)
+def test_idx_malformed(tmp_path, data, message):
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(data)
+
+    with pytest.raises(ValueError) as info:
+        datasets.read_idx(path)
+
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_idx_gzip_roundtrip(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = write_idx(tmp_path / "images.gz", array, compress=True)
+
+    np.testing.assert_array_equal(datasets.read_idx(path), array)
+
+
+def test_idx_truncated_gzip(tmp_path):
+    path = write_idx(tmp_path / "images.gz", np.zeros((50, 8, 8), np.uint8), compress=True)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) - 12])
+
+    with pytest.raises(ValueError) as info:
+        datasets.read_idx(path)
+
+    assert str(path) in str(info.value)
+    assert "gzip" in str(info.value)
+
+
+def test_idx_gz_name_without_gzip_data(tmp_path):
+    path = tmp_path / "labels.gz"
+    path.write_bytes(_valid_labels())
+
+    with pytest.raises(ValueError, match="invalid or truncated gzip data"):
+        datasets.read_idx(path)
+
+
+def test_idx_truncated_inside_gzip(tmp_path):
+    path = tmp_path / "labels.gz"
+    with gzip.open(path, "wb") as file:
+        file.write(_valid_labels()[:-2])
+
+    with pytest.raises(ValueError, match="truncated IDX data"):
+        datasets.read_idx(path)
+
+
+# ---------------------------------------------------------------------------
+# MNIST folder
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [(), tuple(datasets.MNIST_FILES), ("x_train", "y_test")],
+    ids=["plain", "gzipped", "mixed"],
+)
+def test_mnist_folder(tmp_path, compress):
+    arrays = write_mnist_folder(tmp_path, compress=compress)
+
+    data = datasets.load_mnist_idx(tmp_path)
+
+    assert data.x_train.shape == (12, 12)
+    assert data.x_test.shape == (5, 12)
+    assert data.x_train.dtype == np.float32
+    np.testing.assert_allclose(data.x_train, arrays["x_train"].reshape(12, 12) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(data.x_test, arrays["x_test"].reshape(5, 12) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(data.y_train, arrays["y_train"])
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+
+
+def test_mnist_folder_prefers_uncompressed(tmp_path):
+    write_mnist_folder(tmp_path)
+    labels_gz = tmp_path / (datasets.MNIST_FILES["y_test"] + ".gz")
+    write_idx(labels_gz, np.full(5, 9, dtype=np.uint8), compress=True)
+
+    data = datasets.load_mnist_idx(tmp_path)
+
+    assert not np.all(data.y_test == 9)
+
+
+def test_mnist_folder_missing_file(tmp_path):
+    write_mnist_folder(tmp_path)
+    os.remove(tmp_path / datasets.MNIST_FILES["y_train"])
+
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte"):
+        datasets.load_mnist_idx(tmp_path)
+
+
+def test_mnist_folder_not_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        datasets.load_mnist_idx(tmp_path / "absent")
+
+
+def test_mnist_images_must_be_uint8(tmp_path):
+    write_mnist_folder(tmp_path)
+    path = tmp_path / datasets.MNIST_FILES["x_train"]
+    write_idx(path, np.zeros((12, 4, 3), dtype=np.int16))
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_mnist_idx(tmp_path)
+
+    assert str(path) in str(info.value)
+    assert "expected uint8 with 3 dimension(s)" in str(info.value)
+
+
+def test_mnist_labels_must_be_1d(tmp_path):
+    write_mnist_folder(tmp_path)
+    path = tmp_path / datasets.MNIST_FILES["y_test"]
+    write_idx(path, np.zeros((5, 1), dtype=np.uint8))
+
+    with pytest.raises(ValueError, match="expected uint8 with 1 dimension"):
+        datasets.load_mnist_idx(tmp_path)
+
+
+def test_mnist_count_mismatch(tmp_path):
+    write_mnist_folder(tmp_path)
+    write_idx(tmp_path / datasets.MNIST_FILES["y_train"], np.zeros(11, dtype=np.uint8))
+
+    with pytest.raises(ValueError, match="x_train has 12 samples but y_train has 11"):
+        datasets.load_mnist_idx(tmp_path)
+
+
+def test_mnist_truncated_file(tmp_path):
+    write_mnist_folder(tmp_path)
+    path = tmp_path / datasets.MNIST_FILES["x_test"]
+    path.write_bytes(path.read_bytes()[:-5])
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_mnist_idx(tmp_path)
+
+    assert str(path) in str(info.value)
+    assert "truncated IDX data" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# load_dataset and load_samples
+# ---------------------------------------------------------------------------
+
+
+def test_load_dataset_folder_and_npz(tmp_path):
+    write_mnist_folder(tmp_path / "mnist")
+    np.savez(tmp_path / "data.npz", **npz_arrays())
+
+    assert datasets.load_dataset(tmp_path / "mnist").x_train.shape == (12, 12)
+    assert datasets.load_dataset(tmp_path / "data.npz").x_train.shape == (8, 5)
+
+
+def test_load_dataset_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        datasets.load_dataset(tmp_path / "absent.npz")
+
+
+def test_load_dataset_unknown_extension(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("1,2,3\n")
+
+    with pytest.raises(ValueError, match="unsupported data file"):
+        datasets.load_dataset(path)
+
+
+def test_samples_from_training_npz(tmp_path):
+    arrays = npz_arrays()
+    np.savez(tmp_path / "data.npz", **arrays)
+
+    x, y = datasets.load_samples(tmp_path / "data.npz")
+
+    np.testing.assert_array_equal(x, arrays["x_test"].astype(np.float32))
+    np.testing.assert_array_equal(y, arrays["y_test"])
+
+
+def test_samples_npz_without_labels(tmp_path):
+    np.savez(tmp_path / "data.npz", x_test=np.ones((3, 2)))
+
+    x, y = datasets.load_samples(tmp_path / "data.npz")
+
+    assert x.shape == (3, 2)
+    assert y is None
+
+
+def test_samples_npz_without_x_test(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.ones((3, 2)))
+
+    with pytest.raises(ValueError, match="missing array x_test"):
+        datasets.load_samples(tmp_path / "data.npz")
+
+
+def test_samples_npy(tmp_path):
+    np.save(tmp_path / "x.npy", np.full((2, 2, 2), 255, dtype=np.uint8))
+
+    x, y = datasets.load_samples(tmp_path / "x.npy")
+
+    np.testing.assert_array_equal(x, np.ones((2, 4), dtype=np.float32))
+    assert y is None
+
+
+def test_samples_mnist_folder_without_labels(tmp_path):
+    arrays = write_mnist_folder(tmp_path)
+    os.remove(tmp_path / datasets.MNIST_FILES["y_test"])
+
+    x, y = datasets.load_samples(tmp_path)
+
+    np.testing.assert_allclose(x, arrays["x_test"].reshape(5, 12) / 255.0, rtol=1e-6)
+    assert y is None
+
+
+def test_samples_mnist_folder_with_labels(tmp_path):
+    arrays = write_mnist_folder(tmp_path, compress=("x_test", "y_test"))
+
+    x, y = datasets.load_samples(tmp_path)
+
+    assert x.shape == (5, 12)
+    np.testing.assert_array_equal(y, arrays["y_test"])

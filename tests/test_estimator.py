@@ -1,0 +1,497 @@
+"""Tests of nnback.estimator.MLPClassifier: scikit-learn's estimator checks,
+parity with sklearn.neural_network.MLPClassifier, and the training semantics."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", minversion="1.6")
+
+from sklearn.datasets import load_breast_cancer, load_digits, make_blobs  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from nnback.estimator import MLPClassifier  # noqa: E402
+
+# Most fits here run few epochs on purpose; tests that check the warning catch it
+# explicitly.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+# Checks of scikit-learn's suite that this estimator does not pass, with the reason.
+EXPECTED_FAILED_CHECKS = {}
+
+
+def expected_failed_checks(estimator):
+    return EXPECTED_FAILED_CHECKS
+
+
+@parametrize_with_checks([MLPClassifier()], expected_failed_checks=expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ---------------------------------------------------------------------------
+# Parity with scikit-learn on real data sets
+# ---------------------------------------------------------------------------
+
+
+def scaled_split(loader):
+    X, y = loader(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
+    scaler = StandardScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+
+PARITY_CASES = [
+    ("digits-adam-relu", load_digits, dict(solver="adam", activation="relu")),
+    ("digits-sgd-tanh", load_digits, dict(solver="sgd", activation="tanh", learning_rate_init=0.01)),
+    ("breast_cancer-adam-logistic", load_breast_cancer, dict(solver="adam", activation="logistic")),
+]
+
+
+@pytest.mark.parametrize(
+    "loader, params", [case[1:] for case in PARITY_CASES], ids=[case[0] for case in PARITY_CASES]
+)
+def test_accuracy_matches_sklearn(loader, params):
+    X_train, X_test, y_train, y_test = scaled_split(loader)
+    shared = dict(hidden_layer_sizes=(100,), max_iter=60, random_state=0, **params)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**shared).fit(X_train, y_train)
+        theirs = SklearnMLPClassifier(**shared).fit(X_train, y_train)
+    our_accuracy = ours.score(X_test, y_test)
+    their_accuracy = theirs.score(X_test, y_test)
+
+    assert our_accuracy >= their_accuracy - 0.02
+    assert our_accuracy >= 0.93
+
+
+# ---------------------------------------------------------------------------
+# Labels and outputs
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=120, centers=3, n_features=4, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+LABEL_KINDS = {
+    "int": np.array([3, 7, 11]),
+    "negative_int": np.array([-5, 0, 2]),
+    "str": np.array(["cat", "dog", "eel"]),
+    "object_str": np.array(["cat", "dog", "eel"], dtype=object),
+    "integral_float": np.array([1.0, 2.0, 4.0]),
+}
+
+
+@pytest.mark.parametrize("kind", list(LABEL_KINDS))
+def test_classes_any_label_type(blobs, kind):
+    X, y_index = blobs
+    labels = LABEL_KINDS[kind]
+    y = labels[y_index]
+
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=100, random_state=0).fit(X, y)
+    predictions = clf.predict(X)
+
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    assert predictions.dtype == clf.classes_.dtype
+    assert np.isin(predictions, labels).all()
+    assert clf.score(X, y) > 0.9
+
+
+def test_bool_labels_binary(blobs):
+    X, y_index = blobs
+    y = y_index == 1
+
+    clf = MLPClassifier(
+        hidden_layer_sizes=(8,), learning_rate_init=0.01, max_iter=200, random_state=0
+    ).fit(X, y)
+
+    np.testing.assert_array_equal(clf.classes_, [False, True])
+    assert clf.n_outputs_ == 2
+    assert clf.coefs_[-1].shape == (8, 2)
+    assert clf.predict_proba(X).shape == (120, 2)
+    assert clf.score(X, y) > 0.9
+
+
+def test_probabilities(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, y)
+
+    probabilities = clf.predict_proba(X)
+    log_probabilities = clf.predict_log_proba(X)
+
+    assert probabilities.dtype == np.float64
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(log_probabilities), probabilities, rtol=1e-12)
+    np.testing.assert_array_equal(clf.classes_[probabilities.argmax(axis=1)], clf.predict(X))
+
+
+def test_single_class_rejected(blobs):
+    X, _ = blobs
+
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MLPClassifier().fit(X, np.zeros(len(X)))
+
+
+def test_unfitted_predict():
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_dtype_of_model(blobs, dtype):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0, dtype=dtype)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+
+    assert clf.model_.dtype == dtype
+    assert all(coef.dtype == dtype for coef in clf.coefs_)
+
+
+def test_identity_activation_is_linear(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(5,), activation="identity", max_iter=50, random_state=0)
+
+    clf.fit(X, y)
+    (W1, W2), (b1, b2) = clf.coefs_, clf.intercepts_
+    expected = (X @ W1 + b1) @ W2 + b2
+
+    np.testing.assert_allclose(clf.model_.predict(X.astype(np.float32)), expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Training semantics: loss, penalty, stopping
+# ---------------------------------------------------------------------------
+
+
+def forward_logits(clf, X):
+    """Logits of the fitted network in float64, from coefs_ and intercepts_."""
+    activation = {
+        "relu": lambda a: np.maximum(a, 0),
+        "tanh": np.tanh,
+        "logistic": lambda a: 1 / (1 + np.exp(-a)),
+        "identity": lambda a: a,
+    }[clf.activation]
+    a = X.astype(np.float64)
+    n_layers = len(clf.coefs_)
+    for index, (W, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        a = a @ W.astype(np.float64) + b
+        if index < n_layers - 1:
+            a = activation(a)
+    return a
+
+
+def penalized_loss(clf, X, y_index, alpha):
+    z = forward_logits(clf, X)
+    z_max = z.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(z - z_max).sum(axis=1)) + z_max[:, 0]
+    data_loss = np.mean(log_sum - z[np.arange(len(z)), y_index])
+    squared = sum(np.sum(W.astype(np.float64) ** 2) for W in clf.coefs_)
+    return data_loss + alpha / (2 * len(X)) * squared
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_loss_includes_l2_penalty(blobs, solver):
+    # One full batch and a negligible learning rate: the recorded loss is the
+    # loss of the weights that the fit returns.
+    X, y = blobs
+    alpha = 3.0
+    clf = MLPClassifier(
+        hidden_layer_sizes=(6,), solver=solver, alpha=alpha, batch_size=len(X),
+        learning_rate_init=1e-12, max_iter=1, shuffle=False, random_state=0, dtype=np.float64,
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+
+    np.testing.assert_allclose(clf.loss_curve_[0], penalized_loss(clf, X, y, alpha), rtol=1e-9)
+
+
+def test_penalty_gradient_on_weights_not_biases(blobs):
+    X, y = blobs
+    n_samples, alpha, learning_rate = len(X), 5.0, 0.1
+    clf = MLPClassifier(
+        hidden_layer_sizes=(6,), solver="sgd", momentum=0.0, alpha=alpha, batch_size=n_samples,
+        learning_rate_init=learning_rate, max_iter=1, shuffle=False, random_state=0,
+        dtype=np.float64,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    W1, W2 = (W.copy() for W in clf.coefs_)
+    b1, b2 = (b.copy() for b in clf.intercepts_)
+
+    # Gradient of the mean cross-entropy at the current weights, by hand.
+    hidden_in = X @ W1 + b1
+    hidden = np.maximum(hidden_in, 0)
+    z = hidden @ W2 + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    dz = (p - np.eye(3)[y]) / n_samples
+    dW2 = hidden.T @ dz
+    db2 = dz.sum(axis=0)
+    dhidden = (dz @ W2.T) * (hidden_in > 0)
+    dW1 = X.T @ dhidden
+    db1 = dhidden.sum(axis=0)
+
+    clf.partial_fit(X, y)
+
+    np.testing.assert_allclose(clf.coefs_[0], W1 - learning_rate * (dW1 + alpha * W1 / n_samples), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.coefs_[1], W2 - learning_rate * (dW2 + alpha * W2 / n_samples), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.intercepts_[0], b1 - learning_rate * db1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.intercepts_[1], b2 - learning_rate * db2, rtol=1e-10, atol=1e-12)
+
+
+def test_training_attributes(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=15, tol=0.0, random_state=0)
+
+    with pytest.warns(ConvergenceWarning, match="max_iter=15"):
+        clf.fit(X, y)
+
+    assert clf.n_iter_ == 15
+    assert clf.t_ == 15 * len(X)
+    assert len(clf.loss_curve_) == 15
+    assert clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None
+    assert clf.best_validation_score_ is None
+    assert clf.n_features_in_ == 4
+    assert clf.n_layers_ == 3
+    assert clf.out_activation_ == "softmax"
+    assert [W.shape for W in clf.coefs_] == [(4, 8), (8, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(8,), (3,)]
+
+
+def expected_stop_epoch(values, tol, n_iter_no_change, higher_is_better):
+    """Return the epoch (1-based) at which scikit-learn's rule stops, or None."""
+    best = -np.inf if higher_is_better else np.inf
+    count = 0
+    for epoch, value in enumerate(values, start=1):
+        if higher_is_better:
+            count = count + 1 if value < best + tol else 0
+            best = max(best, value)
+        else:
+            count = count + 1 if value > best - tol else 0
+            best = min(best, value)
+        if count > n_iter_no_change:
+            return epoch
+    return None
+
+
+def test_stops_when_loss_stalls(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=500, tol=0.05, n_iter_no_change=3, random_state=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf.fit(X, y)
+
+    assert clf.n_iter_ < 500
+    assert clf.n_iter_ == expected_stop_epoch(clf.loss_curve_, 0.05, 3, higher_is_better=False)
+
+
+def test_early_stopping_scores_and_best_weights(blobs):
+    X, y = blobs
+    clf = MLPClassifier(
+        hidden_layer_sizes=(8,), max_iter=300, early_stopping=True, validation_fraction=0.25,
+        n_iter_no_change=4, random_state=0,
+    )
+
+    clf.fit(X, y)
+
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.n_iter_ == expected_stop_epoch(clf.validation_scores_, 1e-4, 4, higher_is_better=True)
+    for parameter, best in zip(clf.model_.parameters(), clf._best_parameters):
+        np.testing.assert_array_equal(parameter.data, best)
+
+
+def test_early_stopping_validation_too_small():
+    X = np.arange(20, dtype=float).reshape(10, 2)
+    y = np.array([0, 1] * 5)
+    clf = MLPClassifier(early_stopping=True, validation_fraction=0.1)
+
+    with pytest.raises(ValueError, match="test_size = 1 should be greater or equal to the number of classes"):
+        clf.fit(X, y)
+
+
+def test_batch_size_larger_than_samples_warns(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,), batch_size=1000, max_iter=2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(UserWarning, match="batch_size=1000"):
+            clf.fit(X, y)
+
+
+def test_same_random_state_same_model(blobs):
+    X, y = blobs
+    params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=7)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = MLPClassifier(**params).fit(X, y)
+        second = MLPClassifier(**params).fit(X, y)
+
+    assert first.loss_curve_ == second.loss_curve_
+    np.testing.assert_array_equal(first.coefs_[0], second.coefs_[0])
+
+
+def test_warm_start_continues(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, tol=0.0, warm_start=True, random_state=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        first_weights = clf.coefs_[0].copy()
+        first_curve = list(clf.loss_curve_)
+        clf.fit(X, y)
+
+    assert len(clf.loss_curve_) == 10
+    assert clf.loss_curve_[:5] == first_curve
+    assert not np.array_equal(clf.coefs_[0], first_weights)
+
+
+# ---------------------------------------------------------------------------
+# partial_fit
+# ---------------------------------------------------------------------------
+
+
+def test_partial_fit_epochs(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+
+    clf.partial_fit(X[:60], y[:60], classes=[0, 1, 2])
+    clf.partial_fit(X[60:], y[60:])
+
+    assert clf.n_iter_ == 1
+    assert clf.t_ == 120
+    assert len(clf.loss_curve_) == 2
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+
+
+def test_partial_fit_classes_required():
+    with pytest.raises(ValueError, match="classes is None on the first call"):
+        MLPClassifier().partial_fit(np.zeros((3, 2)), [0, 1, 0])
+
+
+def test_partial_fit_unknown_label(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,)).partial_fit(X, y, classes=[0, 1, 2])
+
+    with pytest.raises(ValueError, match=r"labels \[5\], which are not in classes"):
+        clf.partial_fit(X[:3], [0, 5, 1])
+
+
+def test_partial_fit_changed_classes(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,)).partial_fit(X, y, classes=[0, 1, 2])
+
+    with pytest.raises(ValueError, match="differs from the classes"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+
+
+def test_partial_fit_rejects_early_stopping(blobs):
+    X, y = blobs
+
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_partial_fit_subset_of_classes(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+
+    clf.partial_fit(X[y != 2], y[y != 2], classes=[0, 1, 2])
+
+    assert clf.predict_proba(X).shape == (120, 3)
+
+
+# ---------------------------------------------------------------------------
+# Pickling
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver, alpha", [("adam", 1e-4), ("sgd", 1e-4), ("adam", 0.0)])
+def test_pickle_keeps_training_state(blobs, solver, alpha):
+    X, y = blobs
+    clf = MLPClassifier(
+        hidden_layer_sizes=(8,), solver=solver, alpha=alpha, random_state=0, shuffle=False,
+    ).partial_fit(X, y, classes=[0, 1, 2])
+
+    restored = pickle.loads(pickle.dumps(clf))
+
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    clf.partial_fit(X, y)
+    restored.partial_fit(X, y)
+    for ours, theirs in zip(clf.coefs_ + clf.intercepts_, restored.coefs_ + restored.intercepts_):
+        np.testing.assert_array_equal(theirs, ours)
+
+
+# ---------------------------------------------------------------------------
+# Parameter validation
+# ---------------------------------------------------------------------------
+
+
+INVALID_PARAMETERS = [
+    ("hidden_zero", dict(hidden_layer_sizes=(10, 0)), "hidden_layer_sizes"),
+    ("hidden_float", dict(hidden_layer_sizes=(2.5,)), "hidden_layer_sizes"),
+    ("activation", dict(activation="softplus"), "activation"),
+    ("solver_lbfgs", dict(solver="lbfgs"), "solver"),
+    ("alpha_negative", dict(alpha=-1.0), "alpha"),
+    ("batch_size_zero", dict(batch_size=0), "batch_size"),
+    ("batch_size_text", dict(batch_size="all"), "batch_size"),
+    ("learning_rate_zero", dict(learning_rate_init=0.0), "learning_rate_init"),
+    ("max_iter_zero", dict(max_iter=0), "max_iter"),
+    ("tol_negative", dict(tol=-1e-3), "tol"),
+    ("momentum_one", dict(momentum=1.0), "momentum"),
+    ("validation_fraction_one", dict(validation_fraction=1.0), "validation_fraction"),
+    ("beta_1_one", dict(beta_1=1.0), "beta_1"),
+    ("beta_2_negative", dict(beta_2=-0.1), "beta_2"),
+    ("epsilon_zero", dict(epsilon=0.0), "epsilon"),
+    ("n_iter_no_change_zero", dict(n_iter_no_change=0), "n_iter_no_change"),
+    ("dtype_float16", dict(dtype=np.float16), "dtype"),
+    ("dtype_text", dict(dtype="double precision"), "dtype"),
+    ("dtype_none", dict(dtype=None), "dtype"),
+]
+
+
+@pytest.mark.parametrize(
+    "params, name", [case[1:] for case in INVALID_PARAMETERS], ids=[case[0] for case in INVALID_PARAMETERS]
+)
+def test_invalid_parameter(blobs, params, name):
+    X, y = blobs
+
+    with pytest.raises(ValueError, match=name):
+        MLPClassifier(**params).fit(X, y)
+
+
+def test_n_iter_no_change_infinite(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=12, n_iter_no_change=np.inf, tol=1.0)
+
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X, y)
+
+    assert clf.n_iter_ == 12
