@@ -87,24 +87,30 @@ def _describe_interval(frame, event, argument):
     return f"inside {_describe_function(argument)} called from {_describe_frame(frame)}"
 
 
-def _transient_spikes(step):
-    """Return the spikes of at least LARGE_BLOCK_BYTES between call events during one step."""
+def _transient_spikes(step, steps):
+    """Return the spikes of at least LARGE_BLOCK_BYTES between call events in the last of ``steps`` steps.
+
+    The steps before the last one are profiled but not recorded, because the
+    first profiled calls allocate once for the profiling itself.
+    """
     spikes = []
-    state = {"level": tracemalloc.get_traced_memory()[0]}
+    state = {"level": 0, "record": False}
 
     def profile(frame, event, argument):
-        current, peak = tracemalloc.get_traced_memory()
+        peak = tracemalloc.get_traced_memory()[1]
         spike = peak - state["level"]
-        if spike >= LARGE_BLOCK_BYTES:
+        if state["record"] and spike >= LARGE_BLOCK_BYTES:
             spikes.append({"bytes": int(spike), "where": _describe_interval(frame, event, argument)})
         tracemalloc.reset_peak()
         state["level"] = tracemalloc.get_traced_memory()[0]
 
-    tracemalloc.reset_peak()
-    state["level"] = tracemalloc.get_traced_memory()[0]
     sys.setprofile(profile)
     try:
-        step()
+        for index in range(steps):
+            state["record"] = index == steps - 1
+            tracemalloc.reset_peak()
+            state["level"] = tracemalloc.get_traced_memory()[0]
+            step()
     finally:
         sys.setprofile(None)
     return spikes
@@ -124,7 +130,7 @@ def measure_nnback(step, *, warmup_steps=5, steps=20):
             step()
         result = _live_growth(step, steps)
         result["transient_peak_bytes"] = int(_transient_peak(step, steps))
-        spikes = _transient_spikes(step)
+        spikes = _transient_spikes(step, 3)
     finally:
         if not was_tracing:
             tracemalloc.stop()

@@ -69,6 +69,9 @@ def describe_machine(nnback_module):
     except AttributeError:
         available_cpus = os.cpu_count()
 
+    activations = getattr(nnback_module, "_activations", None)
+    openmp_check = getattr(activations, "openmp_enabled", None)
+
     return {
         "cpu_model": _cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -84,6 +87,7 @@ def describe_machine(nnback_module):
             "threadpoolctl": _version("threadpoolctl"),
             "nnback": getattr(nnback_module, "__version__", None),
         },
+        "nnback_openmp": openmp_check() if openmp_check is not None else None,
         "openblas_environment": {
             name: os.environ[name]
             for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

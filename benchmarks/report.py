@@ -162,6 +162,8 @@ def machine_lines(machine):
             f"{name} {version or MISSING}" for name, version in machine["versions"].items()
         ),
     ]
+    if machine.get("nnback_openmp") is not None:
+        lines.append(f"- nnback compiled with OpenMP: {'yes' if machine['nnback_openmp'] else 'no'}")
     for pool in machine["thread_pools"]:
         details = [pool["internal_api"], f"version {pool['version'] or 'unknown'}"]
         if pool.get("architecture"):

@@ -44,6 +44,7 @@ from cython cimport floating
 
 cdef extern from "_fastmath.h" nogil:
     int NNB_OPENMP_ENABLED
+    int nnb_openmp_max_threads()
 
     void nnb_exp_f32(const float *x, float *y, Py_ssize_t n)
     void nnb_exp_f64(const double *x, double *y, Py_ssize_t n)
@@ -83,6 +84,14 @@ BLOCK_SIZE = BLOCK_SIZE_
 def openmp_enabled():
     """Return True if this module was compiled with OpenMP."""
     return bool(NNB_OPENMP_ENABLED)
+
+
+def openmp_max_threads():
+    """Return the number of threads the kernels would use if called from this thread.
+
+    This is omp_get_max_threads() of the calling thread, or 1 without OpenMP.
+    """
+    return nnb_openmp_max_threads()
 
 
 # ---- validation ------------------------------------------------------------------

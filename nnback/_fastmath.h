@@ -77,10 +77,15 @@
 #error "_fastmath.h needs IEEE arithmetic: compile it without -ffast-math"
 #endif
 
+/* Whether the including file is compiled with OpenMP, and the team size that a parallel
+   region without a num_threads clause would use (the nthreads ICV of the calling thread). */
 #ifdef _OPENMP
+#include <omp.h>
 #define NNB_OPENMP_ENABLED 1
+static inline int nnb_openmp_max_threads(void) { return omp_get_max_threads(); }
 #else
 #define NNB_OPENMP_ENABLED 0
+static inline int nnb_openmp_max_threads(void) { return 1; }
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -142,6 +147,28 @@ NNB_INLINE double nnb_double_from_bits(uint64_t bits)
 }
 
 
+/* ---- branch-free selection ----------------------------------------------------- */
+
+/* condition ? if_true : if_false, computed with bit masks. A plain ?: between
+   floating-point values can become a branch in GCC's middle end, and under the default
+   -ftrapping-math GCC then refuses to vectorize the loop, because doing both sides
+   would evaluate floating-point operations that the branch skipped. */
+NNB_INLINE float nnb_selectf(int condition, float if_true, float if_false)
+{
+    uint32_t mask = (uint32_t)0 - (uint32_t)(condition != 0);
+    return nnb_float_from_bits((nnb_float_bits(if_true) & mask)
+                               | (nnb_float_bits(if_false) & ~mask));
+}
+
+
+NNB_INLINE double nnb_select(int condition, double if_true, double if_false)
+{
+    uint64_t mask = (uint64_t)0 - (uint64_t)(condition != 0);
+    return nnb_double_from_bits((nnb_double_bits(if_true) & mask)
+                                | (nnb_double_bits(if_false) & ~mask));
+}
+
+
 /* ---- float -------------------------------------------------------------------- */
 
 #define NNB_LOG2E_F 0x1.715476p+0f
@@ -182,8 +209,8 @@ NNB_INLINE float nnb_pow2f(uint32_t n_bits)
 NNB_INLINE float nnb_expf(float x)
 {
     /* e^89 overflows and e^-104 < 2^-150 rounds to 0, so n stays in [-150, 128]. */
-    x = x > 89.0f ? 89.0f : x;
-    x = x < -104.0f ? -104.0f : x;
+    x = nnb_selectf(x > 89.0f, 89.0f, x);
+    x = nnb_selectf(x < -104.0f, -104.0f, x);
 
     float n;
     uint32_t n_bits;
@@ -202,7 +229,7 @@ NNB_INLINE float nnb_expf(float x)
 NNB_INLINE float nnb_expm1f_nonpos(float x)
 {
     /* Below -20, e^x < 2^-28 and e^x - 1 rounds to -1. */
-    x = x < -20.0f ? -20.0f : x;
+    x = nnb_selectf(x < -20.0f, -20.0f, x);
 
     float n;
     uint32_t n_bits;
@@ -218,7 +245,7 @@ NNB_INLINE float nnb_sigmoidf(float x)
 {
     /* e <= 1 for every x, so 1 + e cannot overflow (the sign branch of sigmoid). */
     float e = nnb_expf(-fabsf(x));
-    float numerator = x >= 0.0f ? 1.0f : e;
+    float numerator = nnb_selectf(x >= 0.0f, 1.0f, e);
     return numerator / (1.0f + e);
 }
 
@@ -276,8 +303,8 @@ NNB_INLINE double nnb_pow2(uint64_t n_bits)
 NNB_INLINE double nnb_exp(double x)
 {
     /* e^710 overflows and e^-746 < 2^-1076 rounds to 0, so n stays in [-1076, 1024]. */
-    x = x > 710.0 ? 710.0 : x;
-    x = x < -746.0 ? -746.0 : x;
+    x = nnb_select(x > 710.0, 710.0, x);
+    x = nnb_select(x < -746.0, -746.0, x);
 
     double n;
     uint64_t n_bits;
@@ -296,7 +323,7 @@ NNB_INLINE double nnb_exp(double x)
 NNB_INLINE double nnb_expm1_nonpos(double x)
 {
     /* Below -40, e^x < 2^-57 and e^x - 1 rounds to -1. */
-    x = x < -40.0 ? -40.0 : x;
+    x = nnb_select(x < -40.0, -40.0, x);
 
     double n;
     uint64_t n_bits;
@@ -312,7 +339,7 @@ NNB_INLINE double nnb_sigmoid(double x)
 {
     /* e <= 1 for every x, so 1 + e cannot overflow (the sign branch of sigmoid). */
     double e = nnb_exp(-fabs(x));
-    double numerator = x >= 0.0 ? 1.0 : e;
+    double numerator = nnb_select(x >= 0.0, 1.0, e);
     return numerator / (1.0 + e);
 }
 
@@ -328,12 +355,20 @@ NNB_INLINE double nnb_tanh(double x)
 /* ---- ReLU and its derivative mask --------------------------------------------- */
 
 /* x <= 0 is false for NaN, so NaN passes through. */
-NNB_INLINE float nnb_reluf(float x) { return x <= 0.0f ? 0.0f : x; }
-NNB_INLINE double nnb_relu(double x) { return x <= 0.0 ? 0.0 : x; }
+NNB_INLINE float nnb_reluf(float x) { return nnb_selectf(x <= 0.0f, 0.0f, x); }
+NNB_INLINE double nnb_relu(double x) { return nnb_select(x <= 0.0, 0.0, x); }
 
 /* 1 where y > 0, 0 where y <= 0, and NaN (y itself) where y is NaN. */
-NNB_INLINE float nnb_relu_maskf(float y) { return y > 0.0f ? 1.0f : (y <= 0.0f ? 0.0f : y); }
-NNB_INLINE double nnb_relu_mask(double y) { return y > 0.0 ? 1.0 : (y <= 0.0 ? 0.0 : y); }
+NNB_INLINE float nnb_relu_maskf(float y)
+{
+    return nnb_selectf(y > 0.0f, 1.0f, nnb_selectf(y <= 0.0f, 0.0f, y));
+}
+
+
+NNB_INLINE double nnb_relu_mask(double y)
+{
+    return nnb_select(y > 0.0, 1.0, nnb_select(y <= 0.0, 0.0, y));
+}
 
 
 /* ---- array loops -------------------------------------------------------------- */

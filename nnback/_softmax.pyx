@@ -27,6 +27,10 @@ is NaN as well. A -inf entry in any other row has p = 0.
 Note [zero targets]: a probability target of exactly 0 contributes no loss, even
 where s is -inf (0 * log 0 = 0). A NaN row still has a NaN loss.
 
+exp is the vectorized exponential of ``_fastmath.h`` (within 1 ulp of the
+correctly rounded result), and log is the C library's. Row sums are accumulated
+in the dtype of z, and the sum of the row losses in double precision.
+
 The entry points trust their arguments: ``nnback.functional`` checks shapes,
 dtypes and layout, and range-checks class indices before calling them.
 """
@@ -91,10 +95,10 @@ cdef inline floating row_max(const floating* z, Py_ssize_t n_classes) noexcept n
 
 cdef inline floating exp_shifted(const floating* z, floating maximum,
                                  floating* out, Py_ssize_t n_classes) noexcept nogil:
-    # out[j] = exp(z[j] - maximum), and the return value is the sum of out. The shift, the
-    # exponential and the sum are separate loops, so that the first two, which
-    # have no reduction, are vectorized. out may be z itself, because entry j
-    # is read before it is written.
+    # out[j] = exp(z[j] - maximum), and the return value is the sum of out.
+    # The shift, the exponential and the sum are separate loops, so that the
+    # first two, which have no reduction, are vectorized. out may be z itself,
+    # because entry j is read before it is written.
     cdef floating total = 0
     cdef Py_ssize_t j
     for j in range(n_classes):

@@ -336,7 +336,8 @@ def train_model(args, data, progress):
     loss and the test accuracy after each epoch, and the time spent in the
     training steps, without the evaluations.
     """
-    from nnback.layers import SoftmaxCrossEntropy, mlp, train_step
+    from nnback.layers import SoftmaxCrossEntropy, mlp
+    from nnback.training import train_step
 
     dtype = np.dtype(args.dtype)
     x_train = np.ascontiguousarray(data.x_train, dtype=dtype)

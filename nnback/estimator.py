@@ -2,7 +2,7 @@ r"""A scikit-learn compatible multilayer perceptron classifier on nnback's kerne
 
 :class:`MLPClassifier` takes the parameter names and meanings of
 ``sklearn.neural_network.MLPClassifier`` and trains a :func:`nnback.layers.mlp`
-network with :func:`nnback.layers.train_step` and nnback's SGD or Adam.
+network with :func:`nnback.training.train_step` and nnback's SGD or Adam.
 
 The model, for ``n_features`` inputs, hidden sizes ``h_1, ..., h_L`` and
 ``n_classes`` outputs, is::
@@ -31,7 +31,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, mlp, train_step
+from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, mlp
+from nnback.training import train_step
 from nnback.optim import SGD, Adam
 
 __all__ = ["MLPClassifier"]

@@ -75,12 +75,7 @@ integers (at most 2**31 - 1).
 
 import numpy as np
 
-from nnback import _linear, _softmax
-
-try:  # TEMPORARY-KERNELS: remove before finishing
-    from nnback import _activations
-except ImportError:
-    _activations = None
+from nnback import _activations, _linear, _softmax
 from nnback import _validation as validation
 
 __all__ = [

@@ -58,7 +58,6 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Sequential",
     "mlp",
-    "train_step",
 ]
 
 # Number of batch shapes for which a layer keeps work buffers. A training loop
@@ -310,6 +309,11 @@ class Linear:
                  init="glorot", rng=None):
         self.in_features = _check_size("in_features", in_features)
         self.out_features = _check_size("out_features", out_features)
+        for name, size in (("in_features", self.in_features), ("out_features", self.out_features)):
+            if size > _validation.MAX_BLAS_DIMENSION:
+                raise ValueError(
+                    f"{name} = {size} exceeds the BLAS limit of {_validation.MAX_BLAS_DIMENSION}"
+                )
         dtype = _parameter_dtype(dtype)
         if init not in INITIALIZATIONS:
             raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
@@ -353,7 +357,9 @@ class Linear:
             raise ValueError(
                 f"{self!r} expects x of shape (B, {self.in_features}), got shape {x.shape}"
             )
-        _validation.require_blas_dimensions("x", x)
+        # The feature sizes were checked at construction.
+        if x.shape[0] > _validation.MAX_BLAS_DIMENSION:
+            _validation.require_blas_dimensions("x", x)
         return _as_dtype(x, self.dtype)
 
     def _bias_data(self):
@@ -473,11 +479,9 @@ class _Activation:
         """
         x = self._check_input("x", x)
         buffers = self._buffers.get((x.shape, x.dtype))
-        # The kernels allow the output to be exactly the input buffer, but no
-        # other overlap.
-        if x is not buffers.y.array:
-            x = _separate_from(x, buffers.y.array)
 
+        # The kernel accepts an output that is exactly its input. No other
+        # overlap can occur, because the buffer is private and has x's shape.
         self._forward_kernel(x.reshape(-1), buffers.y.flat)
         self._last = buffers
         return buffers.y.array
@@ -503,8 +507,6 @@ class _Activation:
         if buffers.dx is None:
             buffers.dx = _FlatBuffer(y.shape, y.dtype)
         dx = buffers.dx
-        if dy is not dx.array:
-            dy = _separate_from(dy, dx.array)
 
         self._backward_kernel(buffers.y.flat, dy.reshape(-1), dx.flat)
         return dx.array
@@ -916,20 +918,3 @@ def mlp(layer_sizes, activation="relu", *, dtype=np.float32, rng=None):
         if index < n_linear - 1:
             layers.append(_ACTIVATION_CLASSES[activation]())
     return Sequential(*layers)
-
-
-def train_step(model, loss, optimizer, x, targets):
-    """Run one training step and return the loss before the update, as a float.
-
-    Runs ``model.forward(x)``, ``loss.forward(..., targets)``, the backward
-    passes (which overwrite every ``.grad``) and ``optimizer.step()``. The loss
-    must reduce to a scalar ("mean" or "sum").
-    """
-    if loss.reduction == "none":
-        raise ValueError(
-            "train_step needs a scalar loss: use SoftmaxCrossEntropy(reduction='mean') or 'sum'"
-        )
-    value = loss.forward(model.forward(x), targets)
-    model.backward(loss.backward())
-    optimizer.step()
-    return value

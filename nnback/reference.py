@@ -79,10 +79,14 @@ Numerics
   contributes no loss, even where its logit is -inf.
 * For probability rows that do not sum to 1, the gradient is the true gradient of
   the loss above, ``p * sum_k t_ik - t_i``, not ``p - t``.
+* A row of z that contains NaN has a NaN loss even where every target of the row
+  is 0, because the 0 * log 0 = 0 rule covers only the -inf that log p takes
+  where p underflows.
 * ``"mean"`` divides by B, for probability targets too. The mean over an empty
   batch (B == 0) is NaN, as 0/0 is, and raises no warning, and its gradient has
-  shape (0, C). The sum over an empty batch is 0. With C == 0 and probability targets of shape (B, 0), every row loss
-  is 0 (an empty sum). With C == 0 and class indices, every label is out of range.
+  shape (0, C). The sum over an empty batch is 0. With C == 0 and probability
+  targets of shape (B, 0), every row loss is 0 (an empty sum). With C == 0 and
+  class indices, every label is out of range.
 * Overflow to inf, underflow to 0 and ``inf - inf = NaN`` are intended IEEE
   results, so the arithmetic runs under ``np.errstate`` and emits no
   RuntimeWarning. ``sigmoid_forward`` silences only underflow, because it never
@@ -90,6 +94,14 @@ Numerics
 
 Input handling
 --------------
+The arguments are checked by ``nnback._validation``, the module that
+``nnback.functional`` uses, and in the same order, so both modules raise the same
+exception with the same message for every invalid call. Each function checks
+dtypes, then shapes, then ``out``, and converts its inputs only after every check
+has passed. The one difference is a limit of the compiled path: BLAS takes its
+sizes as 32-bit integers, so ``nnback.functional`` rejects a linear layer with a
+dimension above 2**31 - 1, and this module has no such limit.
+
 float32 and float64 inputs are computed in their own precision. Other inputs are
 converted once: float16 to float32, integer and bool to float64, and longdouble to
 float64. Complex, object, string and datetime inputs raise TypeError. When a call
@@ -101,10 +113,16 @@ TypeError as float class indices. Bool targets raise TypeError.
 
 Inputs other than ``out`` are never modified. Outputs are new C-contiguous arrays
 unless ``out=`` is given, in which case the result is written into ``out`` and
-``out`` is returned.
+``out`` is returned. ``out`` must be a writable C-contiguous array of the result's
+shape and dtype. An element-wise function, softmax or log-softmax may write into
+the buffer of its own input (``out=x``), but any other overlap of ``out`` with an
+input raises ValueError, as it does in ``nnback.functional``, whose kernels would
+read entries that they have already overwritten.
 """
 
 import numpy as np
+
+from nnback import _validation as validation
 
 __all__ = [
     "linear_forward",
@@ -120,93 +138,10 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
-
 
 # ---------------------------------------------------------------------------
-# Input validation shared by every function
+# Arithmetic and outputs shared by every function
 # ---------------------------------------------------------------------------
-
-
-def _computation_dtype(name, array):
-    """Return the dtype that ``array`` is computed in, or raise TypeError."""
-    dtype = array.dtype
-    if dtype.kind == "f":
-        # float16 widens to float32, and longdouble narrows to float64.
-        if dtype.itemsize <= 4:
-            return np.dtype(np.float32)
-        return np.dtype(np.float64)
-    if dtype.kind in "iub":
-        return np.dtype(np.float64)
-    raise TypeError(
-        f"{name} has unsupported dtype {dtype}, expected a real floating-point, "
-        f"integer or bool array"
-    )
-
-
-def _as_float_arrays(**named_values):
-    """Convert each input to one common float32 or float64 dtype, C-contiguous.
-
-    Returns the converted arrays in argument order. An input that already has the
-    common dtype and is C-contiguous is returned without a copy.
-    """
-    arrays = {name: np.asarray(value) for name, value in named_values.items()}
-    dtypes = [_computation_dtype(name, array) for name, array in arrays.items()]
-    common = np.result_type(*dtypes)
-
-    converted = [np.asarray(array, dtype=common, order="C") for array in arrays.values()]
-    if len(converted) == 1:
-        return converted[0]
-    return converted
-
-
-def _require_ndim(name, array, ndim, layout):
-    if array.ndim != ndim:
-        raise ValueError(
-            f"{name} must be a {ndim}-D array of shape {layout}, got shape {array.shape}"
-        )
-
-
-def _require_same_shape(first_name, first, second_name, second):
-    if first.shape != second.shape:
-        raise ValueError(
-            f"{first_name} and {second_name} must have the same shape, got "
-            f"{first_name}.shape = {first.shape} and {second_name}.shape = {second.shape}"
-        )
-
-
-def _check_out(out, shape, dtype):
-    """Raise unless ``out`` is None or a writable C-contiguous array of the result's shape and dtype."""
-    if out is None:
-        return
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}, expected the result shape {tuple(shape)}")
-    if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype}, expected the result dtype {dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError(
-            f"out must be a C-contiguous array, got strides {out.strides} for shape {out.shape}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out is read-only, so the result cannot be written into it")
-
-
-def _store(result, out):
-    """Return ``result`` as an array, or copy it into ``out`` and return ``out``."""
-    if out is None:
-        # Ufuncs on 0-d arrays return NumPy scalars, so wrap them back into arrays.
-        return np.asarray(result)
-    out[...] = result
-    return out
-
-
-def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'mean', 'sum' or 'none', got {reduction!r}"
-        )
 
 
 def _ieee_arithmetic():
@@ -218,19 +153,18 @@ def _ieee_arithmetic():
     return np.errstate(over="ignore", under="ignore", invalid="ignore")
 
 
+def _store(result, out):
+    """Return ``result`` as an array, or copy it into ``out`` and return ``out``."""
+    if out is None:
+        # Ufuncs on 0-d arrays return NumPy scalars, so wrap them back into arrays.
+        return np.asarray(result)
+    out[...] = result
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Linear layer
 # ---------------------------------------------------------------------------
-
-
-def _check_linear_shapes(x, weight):
-    _require_ndim("x", x, 2, "(B, n_features)")
-    _require_ndim("weight", weight, 2, "(n_features, n_outputs)")
-    if x.shape[1] != weight.shape[0]:
-        raise ValueError(
-            f"x.shape[1] (n_features) must equal weight.shape[0], got x of shape "
-            f"{x.shape} and weight of shape {weight.shape}"
-        )
 
 
 def linear_forward(x, weight, bias=None, *, out=None):
@@ -245,7 +179,8 @@ def linear_forward(x, weight, bias=None, *, out=None):
     bias : array_like, shape (n_outputs,), optional
         Added to every row of ``x @ weight``. None means no bias.
     out : ndarray, shape (B, n_outputs), optional
-        C-contiguous, writable array of the result dtype that receives ``y``.
+        C-contiguous, writable array of the result dtype that receives ``y``. It
+        must not overlap x, weight or bias.
 
     Returns
     -------
@@ -253,24 +188,23 @@ def linear_forward(x, weight, bias=None, *, out=None):
         ``out`` if it was given. With n_features == 0 the product is an empty sum,
         so every row of y equals the bias (or 0).
     """
-    if bias is None:
-        x, weight = _as_float_arrays(x=x, weight=weight)
-    else:
-        x, weight, bias = _as_float_arrays(x=x, weight=weight, bias=bias)
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    if bias is not None:
+        bias = np.asarray(bias)
 
-    _check_linear_shapes(x, weight)
-    n_outputs = weight.shape[1]
-    if bias is not None and bias.shape != (n_outputs,):
-        raise ValueError(
-            f"bias must have shape (n_outputs,) = ({n_outputs},) for weight of shape "
-            f"{weight.shape}, got shape {bias.shape}"
-        )
-    _check_out(out, (x.shape[0], n_outputs), x.dtype)
+    inputs = {"x": x, "weight": weight, "bias": bias}
+    dtype = validation.common_dtype(inputs)
+    validation.check_linear_shapes(x, weight, bias)
+    validation.check_out(out, (x.shape[0], weight.shape[1]), dtype)
+    validation.check_out_overlap(out, inputs, allow_same_buffer=False)
 
+    x = validation.as_computation_array(x, dtype)
+    weight = validation.as_computation_array(weight, dtype)
     with _ieee_arithmetic():
         y = x @ weight
         if bias is not None:
-            y = y + bias
+            y = y + validation.as_computation_array(bias, dtype)
     return _store(y, out)
 
 
@@ -301,17 +235,17 @@ def linear_backward(x, weight, dy, *, need_dx=True):
         Always returned, because this function takes no bias argument. Zeros when
         B == 0.
     """
-    x, weight, dy = _as_float_arrays(x=x, weight=weight, dy=dy)
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    dy = np.asarray(dy)
 
-    _check_linear_shapes(x, weight)
-    _require_ndim("dy", dy, 2, "(B, n_outputs)")
-    expected_dy_shape = (x.shape[0], weight.shape[1])
-    if dy.shape != expected_dy_shape:
-        raise ValueError(
-            f"dy must have shape (B, n_outputs) = {expected_dy_shape} for x of shape "
-            f"{x.shape} and weight of shape {weight.shape}, got shape {dy.shape}"
-        )
+    dtype = validation.common_dtype({"x": x, "weight": weight, "dy": dy})
+    validation.check_linear_shapes(x, weight)
+    validation.check_linear_gradient_shape(x, weight, dy)
 
+    x = validation.as_computation_array(x, dtype)
+    weight = validation.as_computation_array(weight, dtype)
+    dy = validation.as_computation_array(dy, dtype)
     with _ieee_arithmetic():
         dx = dy @ weight.T if need_dx else None
         dweight = x.T @ dy
@@ -324,11 +258,29 @@ def linear_backward(x, weight, dy, *, need_dx=True):
 # ---------------------------------------------------------------------------
 
 
+def _activation_forward_input(x, out):
+    """Check x and out, and return x converted to its computation dtype."""
+    x = np.asarray(x)
+
+    dtype = validation.computation_dtype("x", x)
+    validation.check_out(out, x.shape, dtype)
+    validation.check_out_overlap(out, {"x": x}, allow_same_buffer=True)
+
+    return validation.as_computation_array(x, dtype)
+
+
 def _activation_backward_inputs(y, dy, out):
-    y, dy = _as_float_arrays(y=y, dy=dy)
-    _require_same_shape("y", y, "dy", dy)
-    _check_out(out, y.shape, y.dtype)
-    return y, dy
+    """Check y, dy and out, and return y and dy converted to their common dtype."""
+    y = np.asarray(y)
+    dy = np.asarray(dy)
+
+    inputs = {"y": y, "dy": dy}
+    dtype = validation.common_dtype(inputs)
+    validation.require_same_shape("y", y, "dy", dy)
+    validation.check_out(out, y.shape, dtype)
+    validation.check_out_overlap(out, inputs, allow_same_buffer=True)
+
+    return validation.as_computation_array(y, dtype), validation.as_computation_array(dy, dtype)
 
 
 def sigmoid_forward(x, *, out=None):
@@ -338,15 +290,15 @@ def sigmoid_forward(x, *, out=None):
     ----------
     x : array_like, any shape
     out : ndarray, optional
-        C-contiguous, writable array of x's shape and the result dtype.
+        C-contiguous, writable array of x's shape and the result dtype. It may be
+        x itself.
 
     Returns
     -------
     y : ndarray, same shape as x
         Values in [0, 1]. NaN where x is NaN.
     """
-    x = _as_float_arrays(x=x)
-    _check_out(out, x.shape, x.dtype)
+    x = _activation_forward_input(x, out)
 
     y = np.empty_like(x)
     # exp is only evaluated at non-positive arguments, so it cannot overflow, and
@@ -370,7 +322,8 @@ def sigmoid_backward(y, dy, *, out=None):
     dy : array_like, same shape as y
         Gradient of the loss with respect to y.
     out : ndarray, optional
-        C-contiguous, writable array of y's shape and the result dtype.
+        C-contiguous, writable array of y's shape and the result dtype. It may be
+        y or dy itself.
 
     Returns
     -------
@@ -390,15 +343,15 @@ def tanh_forward(x, *, out=None):
     ----------
     x : array_like, any shape
     out : ndarray, optional
-        C-contiguous, writable array of x's shape and the result dtype.
+        C-contiguous, writable array of x's shape and the result dtype. It may be
+        x itself.
 
     Returns
     -------
     y : ndarray, same shape as x
         Values in [-1, 1], with ``tanh(+-inf) = +-1``. NaN where x is NaN.
     """
-    x = _as_float_arrays(x=x)
-    _check_out(out, x.shape, x.dtype)
+    x = _activation_forward_input(x, out)
     return _store(np.tanh(x), out)
 
 
@@ -414,7 +367,8 @@ def tanh_backward(y, dy, *, out=None):
     dy : array_like, same shape as y
         Gradient of the loss with respect to y.
     out : ndarray, optional
-        C-contiguous, writable array of y's shape and the result dtype.
+        C-contiguous, writable array of y's shape and the result dtype. It may be
+        y or dy itself.
 
     Returns
     -------
@@ -434,7 +388,8 @@ def relu_forward(x, *, out=None):
     ----------
     x : array_like, any shape
     out : ndarray, optional
-        C-contiguous, writable array of x's shape and the result dtype.
+        C-contiguous, writable array of x's shape and the result dtype. It may be
+        x itself.
 
     Returns
     -------
@@ -442,8 +397,7 @@ def relu_forward(x, *, out=None):
         x where x > 0, 0 where x <= 0 (the sign of a zero is not specified), and
         NaN where x is NaN.
     """
-    x = _as_float_arrays(x=x)
-    _check_out(out, x.shape, x.dtype)
+    x = _activation_forward_input(x, out)
     # np.maximum propagates NaN, unlike a comparison-based mask.
     return _store(np.maximum(x, 0), out)
 
@@ -460,7 +414,8 @@ def relu_backward(y, dy, *, out=None):
     dy : array_like, same shape as y
         Gradient of the loss with respect to y.
     out : ndarray, optional
-        C-contiguous, writable array of y's shape and the result dtype.
+        C-contiguous, writable array of y's shape and the result dtype. It may be
+        y or dy itself.
 
     Returns
     -------
@@ -482,8 +437,16 @@ def relu_backward(y, dy, *, out=None):
 # ---------------------------------------------------------------------------
 
 
-def _check_logits(z):
-    _require_ndim("z", z, 2, "(B, C)")
+def _logits_input(z, out):
+    """Check the logits z (B, C) and out, and return z converted to its computation dtype."""
+    z = np.asarray(z)
+
+    dtype = validation.computation_dtype("z", z)
+    validation.require_ndim("z", z, 2, "(B, C)")
+    validation.check_out(out, z.shape, dtype)
+    validation.check_out_overlap(out, {"z": z}, allow_same_buffer=True)
+
+    return validation.as_computation_array(z, dtype)
 
 
 def _shift_and_log_sum_exp(z):
@@ -514,7 +477,7 @@ def softmax(z, *, out=None):
     z : array_like, shape (B, C)
         Logits.
     out : ndarray, shape (B, C), optional
-        C-contiguous, writable array of the result dtype.
+        C-contiguous, writable array of the result dtype. It may be z itself.
 
     Returns
     -------
@@ -522,9 +485,7 @@ def softmax(z, *, out=None):
         Each row sums to 1 up to rounding. Rows containing NaN, rows whose maximum
         is +inf and rows of all -inf are NaN.
     """
-    z = _as_float_arrays(z=z)
-    _check_logits(z)
-    _check_out(out, z.shape, z.dtype)
+    z = _logits_input(z, out)
 
     shifted, log_sum_exp = _shift_and_log_sum_exp(z)
     with _ieee_arithmetic():
@@ -545,16 +506,14 @@ def log_softmax(z, *, out=None):
     z : array_like, shape (B, C)
         Logits.
     out : ndarray, shape (B, C), optional
-        C-contiguous, writable array of the result dtype.
+        C-contiguous, writable array of the result dtype. It may be z itself.
 
     Returns
     -------
     log_p : ndarray, shape (B, C)
         NaN in the same rows as ``softmax``.
     """
-    z = _as_float_arrays(z=z)
-    _check_logits(z)
-    _check_out(out, z.shape, z.dtype)
+    z = _logits_input(z, out)
 
     shifted, log_sum_exp = _shift_and_log_sum_exp(z)
     with _ieee_arithmetic():
@@ -562,73 +521,58 @@ def log_softmax(z, *, out=None):
     return _store(log_p, out)
 
 
-def _check_class_indices(labels, z_shape):
-    """Raise unless ``labels`` is a 1-D integer array of length B with 0 <= label < C."""
-    n_rows, n_classes = z_shape
-    if labels.ndim != 1:
-        raise ValueError(
-            f"class-index targets must be a 1-D array of shape (B,) = ({n_rows},) "
-            f"for z of shape {z_shape}, got shape {labels.shape}"
-        )
-    if labels.shape[0] != n_rows:
-        raise ValueError(
-            f"targets has {labels.shape[0]} class indices but z has {n_rows} rows, "
-            f"expected targets of shape ({n_rows},) for z of shape {z_shape}"
-        )
+def _checked_loss_inputs(z, targets):
+    """Check z and the targets, and convert them for the loss.
 
-    # Widening to a 64-bit integer of the same signedness compares every value
-    # exactly, including uint64 labels above the int64 maximum.
-    if labels.dtype.kind == "u":
-        out_of_range = labels.astype(np.uint64) >= n_classes
-    else:
-        wide = labels.astype(np.int64)
-        out_of_range = (wide < 0) | (wide >= n_classes)
-    if out_of_range.any():
-        position = int(np.flatnonzero(out_of_range)[0])
-        value = int(labels[position])
-        raise IndexError(
-            f"targets[{position}] = {value} is not a valid class index for z of shape "
-            f"{z_shape}, expected 0 <= label < {n_classes}"
-        )
-
-
-def _prepare_targets(z, targets):
-    """Validate the logits and targets and convert them to their computation dtype.
-
-    Returns ``(z, labels, probabilities)``, where exactly one of labels and
-    probabilities is None. Integer targets are class indices, and floating-point
-    targets are probabilities with the shape of z.
+    Returns ``(z, labels, probabilities)``, where exactly one of labels (an intp
+    array of shape (B,)) and probabilities (z's shape and dtype) is None. Integer
+    targets are class indices, and every label is range-checked before anything
+    is converted. Floating-point targets are probabilities with the shape of z.
     """
-    raw_targets = np.asarray(targets)
-    kind = raw_targets.dtype.kind
+    z = np.asarray(z)
+    targets = np.asarray(targets)
 
-    if kind in "iu":
-        z = _as_float_arrays(z=z)
-        _check_logits(z)
-        _check_class_indices(raw_targets, z.shape)
-        labels = raw_targets.astype(np.intp)
-        return z, labels, None
+    if validation.is_class_index_targets(targets):
+        dtype = validation.computation_dtype("z", z)
+        validation.require_ndim("z", z, 2, "(B, C)")
+        validation.check_class_indices(targets, z.shape)
+        return validation.as_computation_array(z, dtype), targets.astype(np.intp), None
 
-    if kind == "b":
-        raise TypeError(
-            "targets has dtype bool, which is invalid. Pass class indices as an integer "
-            "array of shape (B,) or probabilities as a float array of shape (B, C)"
-        )
-    if kind == "f" and raw_targets.ndim == 1:
-        raise TypeError(
-            f"1-D targets are class indices and must have an integer dtype, got dtype "
-            f"{raw_targets.dtype}. Probability targets must have the shape (B, C) of z"
-        )
+    dtype = validation.common_dtype({"z": z, "targets": targets})
+    validation.require_ndim("z", z, 2, "(B, C)")
+    validation.check_probability_shape(targets, z.shape)
+    z = validation.as_computation_array(z, dtype)
+    return z, None, validation.as_computation_array(targets, dtype)
 
-    # _as_float_arrays raises TypeError for complex, object and string targets.
-    z, probabilities = _as_float_arrays(z=z, targets=raw_targets)
-    _check_logits(z)
-    if probabilities.shape != z.shape:
-        raise ValueError(
-            f"probability targets must have the shape of z, got targets.shape = "
-            f"{probabilities.shape} and z.shape = {z.shape}"
-        )
-    return z, None, probabilities
+
+def _class_index_loss(shifted, log_sum_exp, p, labels):
+    """Return the per-row losses and their gradient for class indices (one-hot targets)."""
+    rows = np.arange(labels.shape[0])
+    # logsumexp(z_i) - z_i[c_i], with the row maximum cancelled from both terms.
+    row_losses = log_sum_exp[:, 0] - shifted[rows, labels]
+    dz = p.copy()
+    dz[rows, labels] -= 1
+    return row_losses, dz
+
+
+def _probability_loss(shifted, log_sum_exp, p, probabilities):
+    """Return the per-row losses and their gradient for probability targets."""
+    log_p = shifted - log_sum_exp
+    # Only entries with t != 0 enter the sum, which implements 0 * log 0 = 0.
+    # Multiplying t = 0 by log p = -inf would give NaN.
+    loss_terms = np.zeros_like(log_p)
+    nonzero = probabilities != 0
+    loss_terms[nonzero] = -probabilities[nonzero] * log_p[nonzero]
+    row_losses = loss_terms.sum(axis=1)
+
+    # The log-sum-exp of a row is NaN exactly when the row contains NaN or meets
+    # inf - inf in its shift. Such a row has a NaN loss even where all of its
+    # targets are 0 and the masked sum above skipped every term. An empty row
+    # (C == 0) has the log-sum-exp -inf and keeps the loss 0.
+    row_losses[np.isnan(log_sum_exp[:, 0])] = np.nan
+
+    dz = p * probabilities.sum(axis=1, keepdims=True) - probabilities
+    return row_losses, dz
 
 
 def softmax_cross_entropy(z, targets, *, reduction="mean"):
@@ -656,42 +600,33 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
     -------
     loss : float or ndarray of shape (B,)
         A Python float for "mean" and "sum", and an array of the computation dtype
-        for "none". The mean over B == 0 rows is NaN, and the sum is 0.0.
+        for "none". The mean over B == 0 rows is NaN, and the sum is 0.0. A row of
+        z that contains NaN has a NaN loss, whatever its targets.
     dz : ndarray, shape (B, C)
         Gradient of the returned loss (for "none", of its sum) with respect to z.
+        NaN in the rows of z that contain NaN.
 
     Raises
     ------
     TypeError
-        For bool, complex or object targets, and for 1-D float targets.
+        For bool, complex, object or string targets, for 1-D float targets, and
+        for a z of such a dtype.
     ValueError
         For an invalid reduction or shapes that do not match z.
     IndexError
-        For the first class index outside ``[0, C)``.
+        For the first class index outside ``[0, C)``, before any computation.
     """
-    _check_reduction(reduction)
-    z, labels, probabilities = _prepare_targets(z, targets)
+    validation.check_reduction(reduction)
+    z, labels, probabilities = _checked_loss_inputs(z, targets)
     n_rows = z.shape[0]
 
     shifted, log_sum_exp = _shift_and_log_sum_exp(z)
     with _ieee_arithmetic():
         p = np.exp(shifted - log_sum_exp)
-
         if labels is not None:
-            rows = np.arange(n_rows)
-            # logsumexp(z_i) - z_i[c_i], with the row maximum cancelled from both terms.
-            row_losses = log_sum_exp[:, 0] - shifted[rows, labels]
-            dz = p.copy()
-            dz[rows, labels] -= 1
+            row_losses, dz = _class_index_loss(shifted, log_sum_exp, p, labels)
         else:
-            log_p = shifted - log_sum_exp
-            # Only entries with t != 0 enter the sum, which implements 0 * log 0 = 0.
-            # Multiplying t = 0 by log p = -inf would give NaN.
-            loss_terms = np.zeros_like(log_p)
-            nonzero = probabilities != 0
-            loss_terms[nonzero] = -probabilities[nonzero] * log_p[nonzero]
-            row_losses = loss_terms.sum(axis=1)
-            dz = p * probabilities.sum(axis=1, keepdims=True) - probabilities
+            row_losses, dz = _probability_loss(shifted, log_sum_exp, p, probabilities)
 
     if reduction == "none":
         return row_losses, dz

@@ -18,9 +18,9 @@ from nnback.layers import (
     SoftmaxCrossEntropy,
     Tanh,
     mlp,
-    train_step,
 )
 from nnback.optim import SGD, Adam
+from nnback.training import train_step
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]

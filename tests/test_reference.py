@@ -6,10 +6,11 @@ zero-size shapes, dtypes and invalid input. It needs no compiled code.
 """
 
 import importlib
-import importlib.util
 import math
 import pathlib
 import re
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -21,19 +22,31 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 
 def _load_reference():
-    """Import nnback.reference, or load it from its file when the package import fails.
+    """Import nnback.reference, or load it without the package when the package import fails.
 
     The package import fails when nnback/__init__.py imports extension modules
-    that have not been built. The reference itself imports only NumPy.
+    that have not been built. The reference itself imports only NumPy and
+    nnback._validation, which is pure Python, so both are loaded from their files
+    under a stand-in package that skips nnback/__init__.py. The stand-in is
+    removed again, and the loaded module keeps its own reference to the
+    validation module.
     """
     try:
         return importlib.import_module("nnback.reference")
     except ImportError:
-        path = pathlib.Path(__file__).resolve().parents[1] / "nnback" / "reference.py"
-        spec = importlib.util.spec_from_file_location("nnback_reference_from_file", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        pass
+
+    package = types.ModuleType("nnback")
+    package.__path__ = [str(pathlib.Path(__file__).resolve().parents[1] / "nnback")]
+    names = ("nnback", "nnback._validation", "nnback.reference")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    sys.modules["nnback"] = package
+    try:
+        return importlib.import_module("nnback.reference")
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
 
 
 ref = _load_reference()
@@ -636,6 +649,49 @@ def test_cross_entropy_nan_probability_targets():
     assert np.isfinite(row_losses[1])
     assert np.all(np.isnan(dz[0]))
     assert np.all(np.isfinite(dz[1]))
+
+
+# (first row of z, its probability targets): rows whose loss is NaN although the
+# 0 * log 0 = 0 rule skips some or all of their targets.
+NAN_ROWS_WITH_ZERO_TARGETS = {
+    "nan-entry-all-zero": ([0.0, np.nan, 1.0], [0.0, 0.0, 0.0]),
+    "nan-at-zero-target": ([0.0, np.nan, 1.0], [0.5, 0.0, 0.5]),
+    "nan-at-only-target": ([0.0, np.nan, 1.0], [0.0, 1.0, 0.0]),
+    "all-nan-all-zero": ([np.nan, np.nan, np.nan], [0.0, 0.0, 0.0]),
+    "plus-inf-all-zero": ([np.inf, 0.0, 1.0], [0.0, 0.0, 0.0]),
+    "plus-inf-at-zero-target": ([np.inf, 0.0, 1.0], [0.0, 0.3, 0.7]),
+    "all-minus-inf-all-zero": ([-np.inf, -np.inf, -np.inf], [0.0, 0.0, 0.0]),
+}
+
+
+@pytest.mark.parametrize("case", list(NAN_ROWS_WITH_ZERO_TARGETS))
+def test_cross_entropy_nan_row_with_zero_targets(case):
+    row, row_targets = NAN_ROWS_WITH_ZERO_TARGETS[case]
+    z = np.array([row, [1.0, 2.0, 3.0]])
+    targets = np.array([row_targets, [0.2, 0.3, 0.5]])
+
+    row_losses, dz = ref.softmax_cross_entropy(z, targets, reduction="none")
+    sum_loss, _ = ref.softmax_cross_entropy(z, targets, reduction="sum")
+    mean_loss, _ = ref.softmax_cross_entropy(z, targets, reduction="mean")
+
+    assert np.isnan(row_losses[0])
+    assert np.isfinite(row_losses[1])
+    assert np.all(np.isnan(dz[0]))
+    assert np.all(np.isfinite(dz[1]))
+    assert math.isnan(sum_loss)
+    assert math.isnan(mean_loss)
+
+
+def test_cross_entropy_zero_targets_at_minus_inf_stay_finite():
+    # -inf entries in a row with a finite maximum are not NaN rows: p = 0 there,
+    # and a target of 0 adds no loss.
+    z = np.array([[-np.inf, 0.0, -np.inf], [-np.inf, -np.inf, 5.0]])
+    targets = np.zeros((2, 3))
+
+    row_losses, dz = ref.softmax_cross_entropy(z, targets, reduction="none")
+
+    np.testing.assert_array_equal(row_losses, [0.0, 0.0])
+    np.testing.assert_array_equal(dz, np.zeros((2, 3)))
 
 
 # ---------------------------------------------------------------------------
@@ -1284,3 +1340,85 @@ def test_out_may_be_zero_size():
     returned = ref.linear_forward(np.ones((0, 5)), np.ones((5, 4)), out=out)
 
     assert returned is out
+
+
+@pytest.mark.parametrize("name", OUT_NAMES)
+def test_out_may_be_own_input(rng, name):
+    if name == "linear_forward":
+        pytest.skip("linear_forward rejects every overlap of out with an input")
+    args, kwargs = sample_arguments(name, rng)
+    expected = call_by_name(name, *args, **kwargs)
+    buffer = args[0].copy()
+
+    returned = call_by_name(name, buffer, *args[1:], out=buffer, **kwargs)
+
+    assert returned is buffer
+    np.testing.assert_array_equal(buffer, expected)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_backward_out_may_be_dy(rng, activation):
+    _, backward = ACTIVATIONS[activation]
+    y = rng.uniform(-0.9, 0.9, (3, 4))
+    dy = rng.standard_normal((3, 4))
+    expected = backward(y, dy)
+
+    returned = backward(y, dy, out=dy)
+
+    assert returned is dy
+    np.testing.assert_array_equal(dy, expected)
+
+
+def _shifted_view(array):
+    """Return a view of ``array``'s buffer with its shape, starting one entry later."""
+    flat = np.zeros(array.size + 1, dtype=array.dtype)
+    flat[:-1] = array.reshape(-1)
+    return flat[:-1].reshape(array.shape), flat[1:].reshape(array.shape)
+
+
+# (call with the partly overlapping out, name of the overlapped input)
+PARTIAL_OVERLAPS = {
+    "sigmoid_forward": (lambda x, out: ref.sigmoid_forward(x, out=out), "x"),
+    "relu_forward": (lambda x, out: ref.relu_forward(x, out=out), "x"),
+    "tanh_backward": (lambda y, out: ref.tanh_backward(y, np.ones(y.shape), out=out), "y"),
+    "relu_backward-dy": (lambda dy, out: ref.relu_backward(np.ones(dy.shape), dy, out=out), "dy"),
+    "softmax": (lambda z, out: ref.softmax(z, out=out), "z"),
+    "log_softmax": (lambda z, out: ref.log_softmax(z, out=out), "z"),
+}
+
+
+@pytest.mark.parametrize("case", list(PARTIAL_OVERLAPS))
+def test_out_partly_overlapping_input_rejected(case):
+    call, argument = PARTIAL_OVERLAPS[case]
+    array, out = _shifted_view(np.arange(6.0).reshape(2, 3))
+
+    with pytest.raises(ValueError) as excinfo:
+        call(array, out)
+
+    message = str(excinfo.value)
+    assert message.startswith(f"out overlaps {argument} in memory")
+    assert f"pass {argument} itself" in message
+
+
+LINEAR_OVERLAPS = ["x", "weight", "bias"]
+
+
+@pytest.mark.parametrize("argument", LINEAR_OVERLAPS)
+def test_linear_out_overlapping_input_rejected(argument):
+    # x (3, 3) @ weight (3, 3) has the shape of x and weight, so out can be
+    # either of them. bias is the first row of out.
+    x = np.arange(9.0).reshape(3, 3)
+    weight = np.eye(3)
+    bias = np.ones(3)
+    if argument == "bias":
+        out = np.empty((3, 3))
+        bias = out[0]
+    else:
+        out = {"x": x, "weight": weight}[argument]
+    before = out.copy()
+
+    with pytest.raises(ValueError) as excinfo:
+        ref.linear_forward(x, weight, bias, out=out)
+
+    assert str(excinfo.value) == f"out overlaps {argument} in memory: pass a separate array"
+    np.testing.assert_array_equal(out, before)
