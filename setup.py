@@ -5,10 +5,11 @@ directives are set here and nowhere else. Set ``NNBACK_DEBUG=1`` in the
 environment to build with bounds, wraparound and initialization checks turned
 back on, and without optimization.
 
-OpenMP: the build compiles and links a small OpenMP program with the compiler
-in use and, if that works, adds its OpenMP flag (``-fopenmp``, or ``/openmp``
-for MSVC) to every extension; otherwise the ``prange`` loops run serially. Set
-``NNBACK_OPENMP=0`` to build without OpenMP.
+OpenMP: the build first compiles and links a small OpenMP program with the
+compiler in use. If that works, it adds the OpenMP flag (``-fopenmp``, or
+``/openmp`` for MSVC) to every extension. Otherwise, or with ``NNBACK_OPENMP=0``
+set, the extensions are built without OpenMP and their ``prange`` loops run
+serially.
 """
 
 import os

@@ -6,8 +6,8 @@ domain). Three figures come out, after warm-up steps:
 
 * live growth: blocks and bytes that are still allocated after N more steps,
   divided by N (a cache that keeps growing, or a leak);
-* transient peak: the most memory that one step holds at once above what was
-  allocated before it, over N steps;
+* transient peak: the maximum memory allocated at once during one step, above
+  what was allocated before the step, over N steps;
 * transient spikes: tracemalloc's peak between consecutive call and return
   events (``sys.setprofile``), so that each spike belongs to a short stretch
   of code: one call of a C or Cython function, or the Python lines between

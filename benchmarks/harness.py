@@ -57,7 +57,7 @@ def compare(numerator, denominator):
     """Return the ratio of two contenders' medians and the quartiles of their per-round ratios.
 
     Both sample lists come from the same rounds, in round order, so sample i of
-    one contender ran right before or after sample i of the other.
+    one contender ran in the same round as sample i of the other.
     """
     paired = [a / b for a, b in zip(numerator, denominator)]
     summary = summarize(paired)
@@ -83,7 +83,7 @@ def _time_calls(run, calls):
 
 
 def calibrate(run, min_sample_seconds):
-    """Return the number of calls of ``run`` that lasts at least ``min_sample_seconds``."""
+    """Return the number of calls of ``run`` that last at least ``min_sample_seconds``."""
     calls = 1
     while True:
         elapsed = _time_calls(run, calls)

@@ -26,7 +26,8 @@ Numerical notes:
 - Backward as products: NaN or inf in y or dy reaches dx as IEEE multiplication
   says, for example relu_backward gives NaN where y <= 0 and dy is +-inf.
 - exp, sigmoid and tanh come from _fastmath.h, which documents their method
-  and accuracy (at most 1.05 ulp for exp and 2.5 ulp for sigmoid and tanh).
+  and measured accuracy: at most 1.05 ulp for exp, 2.41 (float32) and 2.17
+  (float64) ulp for sigmoid, and 2.50 and 2.53 ulp for tanh.
 
 Threads: arrays of at least ``PARALLEL_MIN_SIZE`` elements are cut into blocks
 of ``BLOCK_SIZE`` elements, and an OpenMP team of omp_get_max_threads()

@@ -47,13 +47,14 @@
  * Special values: e^NaN = NaN, e^+inf = +inf, e^-inf = 0; sigmoid(+-inf) = 1 and 0;
  * tanh(+-inf) = +-1, tanh(-0) = -0; NaN in gives NaN out everywhere.
  *
- * Accuracy, measured against float64 (float) and long double (double) references over
- * dense sweeps of the whole input range, in units in the last place of the correctly
- * rounded result (subnormal results included):
+ * Accuracy, as the max error in units in the last place (ulp) of the exact result,
+ * subnormal results included. float: every float32 input, against float64 libm, with
+ * and without FMA. double: 30 million inputs (uniform over the finite range, random
+ * bit patterns, tiny magnitudes) against x87 long double expl/tanhl.
  *
- *   nnb_expf <= 1 ulp       nnb_exp <= 1 ulp
- *   nnb_sigmoidf <= 2 ulp   nnb_sigmoid <= 2 ulp
- *   nnb_tanhf <= 2 ulp      nnb_tanh <= 2 ulp
+ *   nnb_expf      1.05 ulp      nnb_exp      1.05 ulp
+ *   nnb_sigmoidf  2.41 ulp      nnb_sigmoid  2.17 ulp
+ *   nnb_tanhf     2.50 ulp      nnb_tanh     2.53 ulp   (tests assert 1.1, 2.5 and 3)
  *
  * The shifter rounding in step 2 relies on IEEE arithmetic in round-to-nearest mode,
  * so this file refuses to compile under -ffast-math.
@@ -63,6 +64,13 @@
  * the dynamic loader picks the best one for the running CPU. Define
  * NNBACK_NO_TARGET_CLONES to compile only the baseline. The FMA versions contract
  * a * b + c into one rounding, so the last bit of a result can differ between CPUs.
+ * Measured on a Zen 4 core (gcc 12, 2^16 float32 in cache), the AVX-512 version of
+ * sigmoid takes 0.38 ns per element, the AVX2 one 0.54 and the SSE2 baseline 1.86.
+ *
+ * NOTE: GCC 12 vectorizes the double exp, sigmoid and tanh loops and the double ReLU
+ * backward only for x86-64-v3 and newer, because SSE2 has no 64-bit integer compare
+ * for the selection masks. The baseline double loops run scalar, about 12 times
+ * slower than AVX-512. clang 14 vectorizes them for SSE2, but gets no clones.
  */
 
 #ifndef NNBACK_FASTMATH_H

@@ -32,8 +32,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, mlp
-from nnback.training import train_step
 from nnback.optim import SGD, Adam
+from nnback.training import train_step
 
 __all__ = ["MLPClassifier"]
 

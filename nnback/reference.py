@@ -52,7 +52,9 @@ one-hot row ``t_ij = [j == c_i]``, so ``l_i = logsumexp(z_i) - z_i[c_i]`` and
 ``dl_i/dz_i = p_i - onehot(c_i)``. The reduction ``"mean"`` returns
 ``sum_i l_i / B`` and the gradient divided by B. ``"sum"`` returns ``sum_i l_i``.
 ``"none"`` returns the vector ``l`` of shape (B,), with the gradient of
-``sum_i l_i``. The loss is a Python float for ``"mean"`` and ``"sum"``.
+``sum_i l_i``. The loss is a Python float for ``"mean"`` and ``"sum"``: the row
+losses are summed in float64, and the sum or mean is rounded to the computation
+dtype.
 
 Numerics
 --------
@@ -80,8 +82,7 @@ Numerics
 * For probability rows that do not sum to 1, the gradient is the true gradient of
   the loss above, ``p * sum_k t_ik - t_i``, not ``p - t``.
 * A row of z that contains NaN has a NaN loss even where every target of the row
-  is 0, because the 0 * log 0 = 0 rule covers only the -inf that log p takes
-  where p underflows.
+  is 0, because the rule ``0 * log 0 = 0`` covers ``log p = -inf``, not NaN.
 * ``"mean"`` divides by B, for probability targets too. The mean over an empty
   batch (B == 0) is NaN, as 0/0 is, and raises no warning, and its gradient has
   shape (0, C). The sum over an empty batch is 0. With C == 0 and probability
@@ -97,8 +98,9 @@ Input handling
 The arguments are checked by ``nnback._validation``, the module that
 ``nnback.functional`` uses, and in the same order, so both modules raise the same
 exception with the same message for every invalid call. Each function checks
-dtypes, then shapes, then ``out``, and converts its inputs only after every check
-has passed. The one difference is a limit of the compiled path: BLAS takes its
+dtypes, then shapes, then ``out`` (the loss checks its reduction first and its
+class indices last), and converts its inputs only after every check has passed.
+The one difference is a limit of the compiled path: BLAS takes its
 sizes as 32-bit integers, so ``nnback.functional`` rejects a linear layer with a
 dimension above 2**31 - 1, and this module has no such limit.
 
@@ -536,7 +538,8 @@ def _checked_loss_inputs(z, targets):
         dtype = validation.computation_dtype("z", z)
         validation.require_ndim("z", z, 2, "(B, C)")
         validation.check_class_indices(targets, z.shape)
-        return validation.as_computation_array(z, dtype), targets.astype(np.intp), None
+        z = validation.as_computation_array(z, dtype)
+        return z, targets.astype(np.intp), None
 
     dtype = validation.common_dtype({"z": z, "targets": targets})
     validation.require_ndim("z", z, 2, "(B, C)")
@@ -599,9 +602,10 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
     Returns
     -------
     loss : float or ndarray of shape (B,)
-        A Python float for "mean" and "sum", and an array of the computation dtype
-        for "none". The mean over B == 0 rows is NaN, and the sum is 0.0. A row of
-        z that contains NaN has a NaN loss, whatever its targets.
+        A Python float for "mean" and "sum" (the float64 sum or mean of the row
+        losses, rounded to the computation dtype), and an array of the computation
+        dtype for "none". The mean over B == 0 rows is NaN, and the sum is 0.0. A
+        row of z that contains NaN has a NaN loss, whatever its targets.
     dz : ndarray, shape (B, C)
         Gradient of the returned loss (for "none", of its sum) with respect to z.
         NaN in the rows of z that contain NaN.
@@ -610,7 +614,7 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
     ------
     TypeError
         For bool, complex, object or string targets, for 1-D float targets, and
-        for a z of such a dtype.
+        for a complex, object or string z.
     ValueError
         For an invalid reduction or shapes that do not match z.
     IndexError
@@ -630,11 +634,15 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
 
     if reduction == "none":
         return row_losses, dz
-    if reduction == "sum":
-        return float(row_losses.sum()), dz
 
-    # reduction == "mean"
-    if n_rows == 0:
-        return float("nan"), dz
+    # The row losses are summed in float64, and the reduced loss is rounded to the
+    # computation dtype, so a float32 mean stays finite when only the sum overflows.
     with _ieee_arithmetic():
-        return float(row_losses.sum() / n_rows), dz / n_rows
+        loss_sum = row_losses.sum(dtype=np.float64)
+        if reduction == "sum":
+            return float(z.dtype.type(loss_sum)), dz
+
+        # reduction == "mean"
+        if n_rows == 0:
+            return float("nan"), dz
+        return float(z.dtype.type(loss_sum / n_rows)), dz / n_rows

@@ -1,10 +1,10 @@
 """Tests of the compiled activation kernels in nnback._activations.
 
-Each kernel is compared with its formula evaluated by NumPy in float64 (or with
-the same formula in the kernel's dtype where the result must be bitwise equal),
-on ordinary values, special values (+-inf, NaN, +-0, +-1000, subnormals),
-in-place calls, empty arrays, lengths around the threading cutoff, and 1 and 2
-OpenMP threads.
+Each kernel is compared with its formula evaluated by NumPy in float64, or with
+the same formula in the kernel's dtype where the result must be bitwise equal.
+The cases are ordinary values, special values (+-inf, NaN, +-0, +-1000,
+subnormals), in-place calls, empty arrays, lengths around the threading cutoff,
+and 1 and 2 OpenMP threads.
 """
 
 import numpy as np
@@ -42,12 +42,12 @@ FORWARD_EXACT = {"sigmoid": sigmoid_exact, "tanh": np.tanh, "relu": relu_exact}
 
 def backward_in_dtype(name, y, dy):
     """Return the backward formula evaluated by NumPy in the dtype of y."""
-    one = y.dtype.type(1)
+    one_in_dtype = y.dtype.type(1)
     with np.errstate(invalid="ignore", over="ignore"):
         if name == "sigmoid":
-            return dy * y * (one - y)
+            return dy * y * (one_in_dtype - y)
         if name == "tanh":
-            return dy * (one - y * y)
+            return dy * (one_in_dtype - y * y)
         return dy * relu_mask(y)
 
 
@@ -126,8 +126,10 @@ def test_tanh_forward_special_values(dtype):
     assert y[0] == 1.0
     assert y[1] == -1.0
     assert np.isnan(y[2])
-    assert y[3] == 0.0 and not np.signbit(y[3])
-    assert y[4] == 0.0 and np.signbit(y[4])
+    assert y[3] == 0.0
+    assert not np.signbit(y[3])
+    assert y[4] == 0.0
+    assert np.signbit(y[4])
     assert y[5] == 1.0
     assert y[6] == -1.0
     assert y[7] == tiny

@@ -28,7 +28,7 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nnback.__file__))
 def run_nnback(args, cwd, extra_path=()):
     """Run ``python -m nnback ARGS`` in ``cwd`` and return the completed process."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*extra_path, PACKAGE_ROOT])
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), PACKAGE_ROOT])
     return subprocess.run(
         [sys.executable, "-m", "nnback", *map(str, args)],
         cwd=cwd,

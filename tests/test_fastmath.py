@@ -3,9 +3,9 @@
 The error of a result is measured in units in the last place (ulp) of the exact
 value v: |computed - v| / ulp(v), where ulp(v) is the spacing of the output
 dtype in the binade of |v| (2^-149 for float32 and 2^-1074 for float64 in the
-subnormal range). float32 results are checked against float64 references;
-float64 results against np.longdouble references, which needs the x87 80-bit
-format or wider (the tests skip where long double is plain double).
+subnormal range). float32 results are checked against float64 references.
+float64 results are checked against np.longdouble references, so those tests
+need the x87 80-bit format or a wider one, and skip where long double is double.
 
 An exact reference that rounds to +-inf in the output dtype must give +-inf,
 and every other value must be finite; that is counted as 0 or infinite error.
