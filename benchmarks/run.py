@@ -333,14 +333,21 @@ def main(argv=None):
     print(report.render_machine(results), flush=True)
 
     sections = results["sections"]
-    if "ops" in arguments.only:
-        sections["ops"] = run_ops(modules, settings, arguments.threads)
-    if "train" in arguments.only:
-        sections["train"], results["gemm_floor_checks"] = run_train(modules, settings, arguments.threads)
-    if "epoch" in arguments.only:
-        sections["epoch"] = run_epoch(modules, settings, arguments.threads)
-    if "alloc" in arguments.only:
-        sections["alloc"] = run_alloc(modules, settings)
+    section_seconds = results["section_seconds"] = {}
+    for section in SECTIONS:
+        if section not in arguments.only:
+            continue
+        section_started = time.perf_counter()
+        if section == "ops":
+            sections["ops"] = run_ops(modules, settings, arguments.threads)
+        elif section == "train":
+            sections["train"], results["gemm_floor_checks"] = run_train(modules, settings, arguments.threads)
+        elif section == "epoch":
+            sections["epoch"] = run_epoch(modules, settings, arguments.threads)
+        else:
+            sections["alloc"] = run_alloc(modules, settings)
+        section_seconds[section] = time.perf_counter() - section_started
+        progress(f"{section}: done in {section_seconds[section]:.0f} s")
 
     results["targets"] = targets.evaluate(results, arguments.threads)
     results["load_average"]["end"] = load_average()

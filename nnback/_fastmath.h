@@ -44,8 +44,8 @@
  * large |x|. sigmoid x = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with
  * e = e^-|x| <= 1, so no intermediate overflows.
  *
- * Special values: e^NaN = NaN, e^+inf = +inf, e^-inf = 0; sigmoid(+-inf) = 1 and 0;
- * tanh(+-inf) = +-1, tanh(-0) = -0; NaN in gives NaN out everywhere.
+ * Special values: e^NaN = NaN, e^+inf = +inf and e^-inf = 0. sigmoid(+inf) = 1 and
+ * sigmoid(-inf) = 0. tanh(+-inf) = +-1 and tanh(-0) = -0. NaN in gives NaN out everywhere.
  *
  * Accuracy, as the max error in units in the last place (ulp) of the exact result,
  * subnormal results included. float: every float32 input, against float64 libm, with
@@ -83,17 +83,6 @@
 
 #if defined(__FAST_MATH__)
 #error "_fastmath.h needs IEEE arithmetic: compile it without -ffast-math"
-#endif
-
-/* Whether the including file is compiled with OpenMP, and the team size that a parallel
-   region without a num_threads clause would use (the nthreads ICV of the calling thread). */
-#ifdef _OPENMP
-#include <omp.h>
-#define NNB_OPENMP_ENABLED 1
-static inline int nnb_openmp_max_threads(void) { return omp_get_max_threads(); }
-#else
-#define NNB_OPENMP_ENABLED 0
-static inline int nnb_openmp_max_threads(void) { return 1; }
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -180,7 +169,7 @@ NNB_INLINE double nnb_select(int condition, double if_true, double if_false)
 /* ---- float -------------------------------------------------------------------- */
 
 #define NNB_LOG2E_F 0x1.715476p+0f
-/* ln2 = NNB_LN2_HI_F + NNB_LN2_LO_F; the high part has 16 significant bits, so
+/* ln2 = NNB_LN2_HI_F + NNB_LN2_LO_F. The high part has 16 significant bits, so
    n * NNB_LN2_HI_F is exact for |n| < 256. */
 #define NNB_LN2_HI_F 0x1.62e4p-1f
 #define NNB_LN2_LO_F 0x1.7f7d1cp-20f
@@ -224,7 +213,7 @@ NNB_INLINE float nnb_expf(float x)
     uint32_t n_bits;
     float expm1_r = nnb_reduce_expm1f(x, &n, &n_bits);
 
-    /* n1 = round(n / 2) by the same shifter; n2 = n - n1. Both lie in [-75, 64]. */
+    /* n1 = round(n / 2) by the same shifter, and n2 = n - n1. Both lie in [-75, 64]. */
     float half_shifted = n * 0.5f + NNB_ROUND_SHIFTER_F;
     uint32_t n1_bits = nnb_float_bits(half_shifted) - nnb_float_bits(NNB_ROUND_SHIFTER_F);
     uint32_t n2_bits = n_bits - n1_bits;
@@ -269,7 +258,7 @@ NNB_INLINE float nnb_tanhf(float x)
 /* ---- double ------------------------------------------------------------------- */
 
 #define NNB_LOG2E 0x1.71547652b82fep+0
-/* ln2 = NNB_LN2_HI + NNB_LN2_LO; the high part has 42 significant bits, so
+/* ln2 = NNB_LN2_HI + NNB_LN2_LO. The high part has 42 significant bits, so
    n * NNB_LN2_HI is exact for |n| < 2048. */
 #define NNB_LN2_HI 0x1.62e42fefa38p-1
 #define NNB_LN2_LO 0x1.ef35793c7673p-45
@@ -318,7 +307,7 @@ NNB_INLINE double nnb_exp(double x)
     uint64_t n_bits;
     double expm1_r = nnb_reduce_expm1(x, &n, &n_bits);
 
-    /* n1 = round(n / 2) by the same shifter; n2 = n - n1. Both lie in [-538, 512]. */
+    /* n1 = round(n / 2) by the same shifter, and n2 = n - n1. Both lie in [-538, 512]. */
     double half_shifted = n * 0.5 + NNB_ROUND_SHIFTER;
     uint64_t n1_bits = nnb_double_bits(half_shifted) - nnb_double_bits(NNB_ROUND_SHIFTER);
     uint64_t n2_bits = n_bits - n1_bits;

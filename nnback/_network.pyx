@@ -382,8 +382,11 @@ cdef class DenseChain:
                 loss_sum = run_step(<double> 0, &arrays, fused_sgd, learning_rate,
                                     decay_factor, gradient_scale)
 
-        # Round to the computation dtype, as SoftmaxCrossEntropy.forward does.
-        return float(self.dtype.type(loss_sum * gradient_scale))
+        # Round to the computation dtype, as nnback.functional does. Under IEEE
+        # rules a float32 overflow rounds to +-inf.
+        if single_precision:
+            return <double> (<float> (loss_sum * gradient_scale))
+        return loss_sum * gradient_scale
 
     cdef empty_batch_step(self, bint fused_sgd, double decay_factor):
         # An empty batch has zero gradients, so fused SGD only applies the decay.

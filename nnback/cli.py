@@ -25,8 +25,9 @@ PROG = "nnback"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-# Defaults of ``nnback train``. On the digits data these reach a test accuracy
-# of about 98% in about a second (30 epochs of 1347 samples).
+# Defaults of ``nnback train``. On the digits data, seeds 0 to 39 gave test
+# accuracies from 97.6% to 98.4% (mean 98.1%), with about 0.3 s of training
+# per run on a 2-core x86-64 machine.
 DEFAULT_HIDDEN = (256,)
 DEFAULT_ACTIVATION = "relu"
 DEFAULT_OPTIMIZER = "adam"
@@ -39,9 +40,6 @@ DEFAULT_SEED = 0
 # Test samples per forward pass when evaluating, to bound the memory of the
 # hidden activations on large test sets.
 EVALUATION_CHUNK = 4096
-
-PREDICTION_FORMATS = (".txt", ".csv", ".npy")
-
 
 class CommandError(Exception):
     """An error to report as one line on stderr, with exit status 2."""
@@ -136,7 +134,9 @@ def build_parser():
         description=(
             "Train a multilayer perceptron with softmax cross-entropy and report its "
             "accuracy on the test split. Without --data, train on the 8x8 digits that "
-            "ship with scikit-learn (1347 training and 450 test samples)."
+            "ship with scikit-learn (1347 training and 450 test samples). Labels must "
+            "be integer class indices >= 0, and the output layer gets one unit per "
+            "index up to the largest label."
         ),
     )
     train.add_argument(
@@ -302,7 +302,7 @@ def _load_training_data(path):
         try:
             return datasets.load_digits()
         except ImportError as exc:
-            raise CommandError(f"{exc}") from exc
+            raise CommandError(str(exc)) from exc
     return datasets.load_dataset(path)
 
 
@@ -456,8 +456,9 @@ def run_train(args):
     n_trained = args.epochs * data.x_train.shape[0]
     throughput = n_trained / training_seconds if training_seconds > 0 else math.inf
     print(f"test accuracy: {100.0 * accuracies[-1]:.1f}%")
+    epochs = f"{args.epochs} epoch" + ("" if args.epochs == 1 else "s")
     print(
-        f"training: {args.epochs} epochs of {data.x_train.shape[0]} samples in "
+        f"training: {epochs} of {data.x_train.shape[0]} samples in "
         f"{training_seconds:.2f} s ({throughput:,.0f} samples/s)"
     )
     print(f"wall time: {time.perf_counter() - wall_start:.2f} s")
@@ -545,9 +546,9 @@ def _thread_limit(n_threads):
     """Return a context that limits BLAS and OpenMP threads to ``n_threads`` (None: no limit)."""
     if n_threads is None:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    from nnback.parallelism import threads
 
-    return threadpool_limits(limits=n_threads)
+    return threads(n_threads)
 
 
 def main(argv=None):

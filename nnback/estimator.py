@@ -588,7 +588,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"batch_size={self.batch_size} is larger than the {n_samples} training "
                 f"samples: using batches of {n_samples}",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         return min(self.batch_size, n_samples)
 
@@ -616,7 +616,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         model, optimizer = self.model_, self._optimizer
         loss = SoftmaxCrossEntropy()
         penalized = isinstance(optimizer, _PenalizedOptimizer)
-        weights = [layer.weight.data for layer in self._linear_layers()]
+        flat_weights = [layer.weight.data.reshape(-1) for layer in self._linear_layers()]
 
         if self.shuffle:
             # Each epoch gathers the shuffled samples here, so that every batch
@@ -641,7 +641,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     batch_loss = 0.0
                     if penalized:
                         optimizer.set_batch_size(n_batch)
-                        squared_norm = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+                        squared_norm = sum(float(w @ w) for w in flat_weights)
                         batch_loss = 0.5 * self.alpha * squared_norm / n_batch
                     batch_loss += train_step(
                         model, loss, optimizer, X_epoch[start:stop], y_epoch[start:stop]

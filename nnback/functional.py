@@ -443,8 +443,12 @@ def _checked_class_indices(targets, z_shape):
 
 
 def _loss_as_float(value, dtype):
-    """Return ``value`` rounded to ``dtype`` as a Python float."""
-    return float(dtype.type(value))
+    """Return ``value`` rounded to ``dtype`` as a Python float.
+
+    A float32 sum beyond the float32 range rounds to +-inf, without a warning.
+    """
+    with np.errstate(over="ignore"):
+        return float(dtype.type(value))
 
 
 def softmax_cross_entropy(z, targets, *, reduction="mean"):

@@ -235,6 +235,16 @@ class Parameter:
         self._grad = array
         self._flat_grad = array.reshape(-1)
 
+    def __getstate__(self):
+        # The flat views are rebuilt on loading: pickled separately, they would
+        # become copies that the optimizers update instead of data and grad.
+        return self._data, self._grad
+
+    def __setstate__(self, state):
+        self._data, grad = state
+        self._flat_data = self._data.reshape(-1)
+        self._set_grad(grad)
+
     def _checked_array(self, name, value):
         """Return ``value`` if it can replace ``data`` or ``grad``, else raise."""
         if not isinstance(value, np.ndarray):

@@ -163,6 +163,11 @@ class SGD(Optimizer):
                 self.velocity.append(buffer)
                 self._flat_velocity.append(flat)
 
+    def __setstate__(self, state):
+        # Flat views come back from pickling as copies: point them at the velocity again.
+        self.__dict__.update(state)
+        self._flat_velocity = [buffer.reshape(-1) for buffer in self.velocity]
+
     def step(self):
         """Apply one SGD update to every Parameter."""
         if self.momentum == 0:
@@ -230,6 +235,14 @@ class Adam(Optimizer):
             self.exp_avg.append(exp_avg)
             self.exp_avg_sq.append(exp_avg_sq)
             self._flat_state.append((flat_avg, flat_avg_sq))
+
+    def __setstate__(self, state):
+        # Flat views come back from pickling as copies: point them at the moments again.
+        self.__dict__.update(state)
+        self._flat_state = [
+            (exp_avg.reshape(-1), exp_avg_sq.reshape(-1))
+            for exp_avg, exp_avg_sq in zip(self.exp_avg, self.exp_avg_sq)
+        ]
 
     def step(self):
         """Apply one Adam update to every Parameter and advance ``step_count``."""

@@ -3,8 +3,8 @@
 Each kernel is compared with its formula evaluated by NumPy in float64, or with
 the same formula in the kernel's dtype where the result must be bitwise equal.
 The cases are ordinary values, special values (+-inf, NaN, +-0, +-1000,
-subnormals), in-place calls, empty arrays, lengths around the threading cutoff,
-and 1 and 2 OpenMP threads.
+subnormals), in-place calls, empty arrays, and every short length at aligned
+and unaligned offsets.
 """
 
 import numpy as np
@@ -16,7 +16,7 @@ DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
 
 # Relative and absolute tolerances against float64 formulas. The relative part
-# covers a few ulp of the kernel dtype; the absolute part covers subnormal results.
+# covers a few ulp of the kernel dtype, and the absolute part covers subnormal results.
 RTOL = {np.float32: 4e-7, np.float64: 1e-15}
 ATOL = {np.float32: 4 * 2.0**-149, np.float64: 4 * 2.0**-1074}
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
@@ -110,7 +110,7 @@ def test_sigmoid_forward_no_overflow_warning(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_sigmoid_forward_tiny_results_keep_relative_accuracy(dtype):
-    # sigmoid(x) ~ e^x for x << 0; 1 / (1 + e^-x) would overflow to 0 early.
+    # sigmoid(x) ~ e^x for x << 0, where 1 / (1 + e^-x) would overflow to 0 early.
     x = np.array([-30.0, -60.0, -80.0], dtype=dtype)
     expected = sigmoid_exact(x.astype(np.float64))
     np.testing.assert_allclose(forward("sigmoid", x), expected, rtol=RTOL[dtype])
@@ -344,59 +344,38 @@ def test_read_only_output_is_rejected(name):
         forward(name, x, out=out)
 
 
-# ---- threading ---------------------------------------------------------------------
+# ---- vector tails and alignment ------------------------------------------------
 
-THREAD_LENGTHS = [
-    _activations.PARALLEL_MIN_SIZE - 1,
-    _activations.PARALLEL_MIN_SIZE,
-    _activations.PARALLEL_MIN_SIZE + _activations.BLOCK_SIZE // 2 + 3,
-    4 * _activations.PARALLEL_MIN_SIZE + 1,
-]
+TAIL_LENGTHS = list(range(0, 70)) + [127, 128, 129, 1023]
 
 
-@pytest.mark.parametrize("n", THREAD_LENGTHS, ids=[f"n={n}" for n in THREAD_LENGTHS])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("name", FORWARD)
-def test_long_arrays_match_short_chunks(name, dtype, n):
-    # Every block of a long array, including a short last one, must be computed
-    # exactly once. Chunks shorter than PARALLEL_MIN_SIZE run on the calling thread.
-    x = random_inputs(n, dtype, seed=7)
-    dy = random_inputs(n, dtype, seed=8)
+def test_every_length_and_offset_matches(name, dtype):
+    # Vectorized loops handle a remainder of n modulo the vector width, and slices
+    # starting one element in are not aligned to the vector width.
+    n_max = max(TAIL_LENGTHS) + 1
+    x = random_inputs(n_max + 1, dtype, seed=7)
+    dy = random_inputs(n_max + 1, dtype, seed=8)
+    y = forward(name, x)
+    dx = backward(name, y, dy)
+    for n in TAIL_LENGTHS:
+        for offset in (0, 1):
+            window = slice(offset, offset + n)
+            np.testing.assert_array_equal(forward(name, x[window]), y[window])
+            np.testing.assert_array_equal(backward(name, y[window], dy[window]), dx[window])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", FORWARD)
+def test_long_array_matches_short_chunks(name, dtype):
+    n = 3 * 2**16 + 5
+    x = random_inputs(n, dtype, seed=9)
+    dy = random_inputs(n, dtype, seed=10)
     y = forward(name, x)
     dx = backward(name, y, dy)
     chunk = 4099
     for start in range(0, n, chunk):
-        stop = start + chunk
-        np.testing.assert_array_equal(y[start:stop], forward(name, x[start:stop]))
-        np.testing.assert_array_equal(dx[start:stop], backward(name, y[start:stop], dy[start:stop]))
-
-
-needs_openmp = pytest.mark.skipif(
-    not _activations.openmp_enabled(), reason="nnback._activations was built without OpenMP"
-)
-
-
-@needs_openmp
-def test_threadpoolctl_limits_openmp_threads():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
-        assert _activations.openmp_max_threads() == 1
-    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
-        assert _activations.openmp_max_threads() == 2
-
-
-@needs_openmp
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("name", FORWARD)
-def test_one_and_two_threads_bitwise_equal(name, dtype):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    n = 8 * _activations.PARALLEL_MIN_SIZE + 5
-    x = random_inputs(n, dtype, seed=11)
-    dy = random_inputs(n, dtype, seed=12)
-    results = {}
-    for n_threads in (1, 2):
-        with threadpoolctl.threadpool_limits(limits=n_threads, user_api="openmp"):
-            y = forward(name, x)
-            results[n_threads] = (y, backward(name, y, dy))
-    np.testing.assert_array_equal(results[1][0], results[2][0])
-    np.testing.assert_array_equal(results[1][1], results[2][1])
+        window = slice(start, start + chunk)
+        np.testing.assert_array_equal(y[window], forward(name, x[window]))
+        np.testing.assert_array_equal(dx[window], backward(name, y[window], dy[window]))

@@ -39,7 +39,7 @@ def write_idx(path, array, *, compress=False):
 
 
 def write_mnist_folder(folder, *, n_train=12, n_test=5, rows=4, cols=3, compress=(), seed=0):
-    """Write the four MNIST files with random uint8 content; return the raw arrays.
+    """Write the four MNIST files with random uint8 content and return the raw arrays.
 
     ``compress`` names the keys (x_train, y_train, x_test, y_test) whose files are
     gzipped.

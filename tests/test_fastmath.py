@@ -7,8 +7,8 @@ subnormal range). float32 results are checked against float64 references.
 float64 results are checked against np.longdouble references, so those tests
 need the x87 80-bit format or a wider one, and skip where long double is double.
 
-An exact reference that rounds to +-inf in the output dtype must give +-inf,
-and every other value must be finite; that is counted as 0 or infinite error.
+A result counts as exact when it and the rounded reference are the same
+infinity, and as infinitely wrong when only one of the two is infinite.
 """
 
 import numpy as np

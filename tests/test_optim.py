@@ -429,3 +429,30 @@ def test_weight_decay_setter_validates():
         optimizer.weight_decay = -0.5
 
     assert optimizer.weight_decay == 0.5
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: SGD(params, lr=0.1, momentum=0.9),
+    lambda params: Adam(params, lr=0.01),
+], ids=["sgd-momentum", "adam"])
+def test_pickled_training_state_keeps_training(make_optimizer):
+    import pickle
+
+    from nnback.layers import SoftmaxCrossEntropy, mlp
+    from nnback.training import train_step
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4))
+    labels = rng.integers(0, 3, 8)
+    model = mlp([4, 5, 3], dtype=np.float64, rng=0)
+    optimizer = make_optimizer(model.parameters())
+    train_step(model, SoftmaxCrossEntropy(), optimizer, x, labels)
+
+    copy_model, copy_optimizer = pickle.loads(pickle.dumps((model, optimizer)))
+    before = [parameter.data.copy() for parameter in copy_model.parameters()]
+    train_step(model, SoftmaxCrossEntropy(), optimizer, x, labels)
+    train_step(copy_model, SoftmaxCrossEntropy(), copy_optimizer, x, labels)
+
+    for original, copied, old in zip(model.parameters(), copy_model.parameters(), before):
+        assert not np.array_equal(copied.data, old)
+        np.testing.assert_array_equal(copied.data, original.data)
