@@ -7,6 +7,8 @@
  *   float  nnb_sigmoidf(float x)      double nnb_sigmoid(double x)      1 / (1 + e^-x)
  *   float  nnb_tanhf(float x)         double nnb_tanh(double x)         tanh x
  *   float  nnb_expm1f_nonpos(float x) double nnb_expm1_nonpos(double x) e^x - 1, for x <= 0 only
+ *   float  nnb_reluf(float x)         double nnb_relu(double x)         ReLU, NaN stays NaN
+ *   float  nnb_relu_maskf(float y)    double nnb_relu_mask(double y)    ReLU derivative mask
  *
  * Array loops, n elements, outputs may alias an input exactly (the same pointer) but
  * must not overlap it partially:

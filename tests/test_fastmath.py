@@ -21,8 +21,8 @@ MAX_ULP = {"exp": 1.1, "sigmoid": 2.5, "tanh": 3.0}
 
 LONGDOUBLE_IS_WIDER = np.finfo(np.longdouble).nmant >= 63
 
-# Step between float32 bit patterns of the strided sweeps. A prime step visits
-# every residue of the low mantissa bits.
+# Step between float32 bit patterns of the strided sweeps. An odd step visits
+# every value of the low mantissa bits.
 SWEEP_STEP_F32 = 211
 # Bit patterns checked exhaustively on both sides of each boundary point.
 NEIGHBORHOOD = 1 << 15
@@ -66,12 +66,16 @@ def float32_range(low, high, step):
 
 
 def float32_neighborhood(center, count=NEIGHBORHOOD):
-    """Return the ``count`` float32 values on each side of ``center``, by bit pattern."""
+    """Return the ``count`` float32 values on each side of ``center``, by bit pattern.
+
+    Around +-0 the values on the far side of zero are left out, so pass 0.0 and
+    -0.0 to cover both signs.
+    """
     center = np.float32(center)
     bits = int(np.abs(center).view(np.uint32))
     low = max(bits - count, 0)
     values = np.arange(low, bits + count + 1, dtype=np.uint32).view(np.float32)
-    return values if center >= 0 else -values
+    return -values if np.signbit(center) else values
 
 
 def all_finite_float32(step):
@@ -103,6 +107,7 @@ def max_error_report(error, x):
 def exp_float32_inputs():
     special_points = [
         0.0,
+        -0.0,
         -87.33654,  # e^x crosses the smallest normal float32
         -103.27893,  # e^x crosses the smallest subnormal float32
         -103.97208,  # e^x crosses half the smallest subnormal float32
