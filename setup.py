@@ -42,4 +42,11 @@ def make_extension(pyx_path):
 
 extensions = [make_extension(path) for path in sorted(glob(os.path.join("nnback", "_*.pyx")))]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=DIRECTIVES,
+        # The generated C files carry the directives, so a debug build regenerates them all.
+        force=DEBUG,
+    )
+)
