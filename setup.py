@@ -37,6 +37,7 @@ def make_extension(pyx_path):
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
+        depends=[os.path.join("nnback", "_fastmath.h")],
     )
 
 

@@ -27,7 +27,7 @@ is NaN as well. A -inf entry in any other row has p = 0.
 Note [zero targets]: a probability target of exactly 0 contributes no loss, even
 where s is -inf (0 * log 0 = 0). A NaN row still has a NaN loss.
 
-exp is the vectorized exponential of ``_fastmath.h`` (within 1 ulp of the
+exp is the vectorized exponential of ``_fastmath.h`` (within 1.05 ulp of the
 correctly rounded result), and log is the C library's. Row sums are accumulated
 in the dtype of z, and the sum of the row losses in double precision.
 
@@ -42,7 +42,7 @@ from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t,
 
 
 cdef extern from "_fastmath.h" nogil:
-    # y[i] = e^x[i] for i < n, within 1 ulp and vectorized. y may be x itself.
+    # y[i] = e^x[i] for i < n, within 1.05 ulp and vectorized. y may be x itself.
     void nnb_exp_f32(const float* x, float* y, Py_ssize_t n)
     void nnb_exp_f64(const double* x, double* y, Py_ssize_t n)
 

@@ -1,9 +1,9 @@
-"""Thread counts of the BLAS and OpenMP pools that nnback's kernels use.
+"""Thread counts of the BLAS pools that nnback's matrix products use.
 
-nnback's matrix products run on the OpenBLAS that SciPy ships, and its large
-element-wise loops on an OpenMP team when the build found OpenMP. NumPy ships a
-second OpenBLAS with a pool of its own. These functions set the thread count of
-every such pool in the process at once, through threadpoolctl.
+nnback's matrix products run on the OpenBLAS that SciPy ships, and NumPy ships a
+second OpenBLAS with a pool of its own. The element-wise kernels run on the
+calling thread. These functions set the thread count of every BLAS and OpenMP
+pool in the process at once, through threadpoolctl.
 """
 
 from threadpoolctl import threadpool_limits
