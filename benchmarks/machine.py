@@ -3,6 +3,7 @@
 import importlib.metadata
 import os
 import platform
+import time
 
 from threadpoolctl import threadpool_info
 
@@ -103,3 +104,55 @@ def load_average():
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+def _busy_ticks_all_cpus():
+    # /proc/stat's first line: cpu user nice system idle iowait irq softirq steal ...
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal
+
+
+def _busy_ticks_this_process():
+    # utime and stime of all threads: fields 14 and 15 of /proc/self/stat,
+    # counted after the parenthesized command name.
+    with open("/proc/self/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class CpuActivity:
+    """Measure how many CPUs this process and all other processes kept busy during a block.
+
+    The figures are averages over the block, in CPUs (1.0 = one CPU busy the
+    whole time), from clock ticks in /proc, so blocks shorter than a few
+    tenths of a second give coarse values. Steal time (CPU taken by the
+    hypervisor) counts as other processes. Where /proc is missing, both
+    figures are None.
+    """
+
+    def __enter__(self):
+        try:
+            self._start = (time.perf_counter(), _busy_ticks_all_cpus(), _busy_ticks_this_process())
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        self.result = {"this_process_cpus": None, "other_processes_cpus": None}
+        return self
+
+    def __exit__(self, *exception):
+        if self._start is None:
+            return False
+        try:
+            end = (time.perf_counter(), _busy_ticks_all_cpus(), _busy_ticks_this_process())
+        except (OSError, ValueError, IndexError):
+            return False
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+        elapsed = end[0] - self._start[0]
+        all_busy = (end[1] - self._start[1]) / ticks_per_second / elapsed
+        own_busy = (end[2] - self._start[2]) / ticks_per_second / elapsed
+        self.result = {
+            "this_process_cpus": own_busy,
+            "other_processes_cpus": max(all_busy - own_busy, 0.0),
+        }
+        return False

@@ -7,9 +7,9 @@ logits ``z``, and the loss is the softmax cross-entropy of ``z`` against class
 indices. One call of ``DenseChain.train_step`` runs the whole step with the GIL
 released:
 
-    forward    a_{l+1} = act_l(a_l @ W_l + b_l)      one gemm, then one fused pass
+    forward    a_{l+1} = act_l(a_l @ W_l + b_l)      one gemm, then the epilogue in cache
     loss       l, g_L = dl/dz                        one fused pass per row
-    backward   g_{l+1} *= act_l'(a_{l+1})            one pass that also sums db
+    backward   g_{l+1} *= act_l'(a_{l+1})            then db = column sums of g_{l+1}
                g_l = g_{l+1} @ W_l.T                 skipped for the first block
                dW_l = a_l.T @ g_{l+1}
 
@@ -36,14 +36,20 @@ cnp.import_array()
 
 
 cdef extern from "_fastmath.h" nogil:
-    float nnb_reluf(float x)
-    double nnb_relu(double x)
-    float nnb_relu_maskf(float y)
-    double nnb_relu_mask(double y)
-    float nnb_sigmoidf(float x)
-    double nnb_sigmoid(double x)
-    float nnb_tanhf(float x)
-    double nnb_tanh(double x)
+    # Array loops over n elements, compiled for several instruction sets; an
+    # output may be the same buffer as an input.
+    void nnb_relu_forward_f32(const float* x, float* y, Py_ssize_t n)
+    void nnb_relu_forward_f64(const double* x, double* y, Py_ssize_t n)
+    void nnb_sigmoid_forward_f32(const float* x, float* y, Py_ssize_t n)
+    void nnb_sigmoid_forward_f64(const double* x, double* y, Py_ssize_t n)
+    void nnb_tanh_forward_f32(const float* x, float* y, Py_ssize_t n)
+    void nnb_tanh_forward_f64(const double* x, double* y, Py_ssize_t n)
+    void nnb_relu_backward_f32(const float* y, const float* dy, float* dx, Py_ssize_t n)
+    void nnb_relu_backward_f64(const double* y, const double* dy, double* dx, Py_ssize_t n)
+    void nnb_sigmoid_backward_f32(const float* y, const float* dy, float* dx, Py_ssize_t n)
+    void nnb_sigmoid_backward_f64(const double* y, const double* dy, double* dx, Py_ssize_t n)
+    void nnb_tanh_backward_f32(const float* y, const float* dy, float* dx, Py_ssize_t n)
+    void nnb_tanh_backward_f64(const double* y, const double* dy, double* dx, Py_ssize_t n)
 
 
 # Activation codes of a block; the Python tier maps layer classes onto them.
@@ -77,68 +83,69 @@ cdef struct StepArrays:
 # ---------------------------------------------------------------------------
 
 
-cdef inline floating activate(int activation, floating value) noexcept nogil:
-    if activation == RELU:
-        return nnb_reluf(value) if floating is float else nnb_relu(value)
-    if activation == SIGMOID:
-        return nnb_sigmoidf(value) if floating is float else nnb_sigmoid(value)
-    if activation == TANH:
-        return nnb_tanhf(value) if floating is float else nnb_tanh(value)
-    return value
-
-
-cdef void bias_activation_rows(int n_rows, int n_columns, int activation,
-                               const floating* bias, floating* y) noexcept nogil:
-    # y = act(y + b), row by row. The branch on the activation sits outside the
-    # inner loops so that each loop is a plain, vectorizable pass.
+cdef void bias_activation(int n_rows, int n_columns, int activation,
+                          const floating* bias, floating* y) noexcept nogil:
+    # y = act(y + b): the bias row by row, then the activation over the block,
+    # which is still in cache.
     cdef Py_ssize_t i, j
+    cdef Py_ssize_t size = <Py_ssize_t> n_rows * n_columns
     cdef floating* row
 
-    for i in range(n_rows):
-        row = y + i * n_columns
-        if bias != NULL:
+    if bias != NULL:
+        for i in range(n_rows):
+            row = y + i * n_columns
             for j in range(n_columns):
                 row[j] = row[j] + bias[j]
+
+    if floating is float:
         if activation == RELU:
-            for j in range(n_columns):
-                row[j] = activate(RELU, row[j])
+            nnb_relu_forward_f32(y, y, size)
         elif activation == SIGMOID:
-            for j in range(n_columns):
-                row[j] = activate(SIGMOID, row[j])
+            nnb_sigmoid_forward_f32(y, y, size)
         elif activation == TANH:
-            for j in range(n_columns):
-                row[j] = activate(TANH, row[j])
+            nnb_tanh_forward_f32(y, y, size)
+    else:
+        if activation == RELU:
+            nnb_relu_forward_f64(y, y, size)
+        elif activation == SIGMOID:
+            nnb_sigmoid_forward_f64(y, y, size)
+        elif activation == TANH:
+            nnb_tanh_forward_f64(y, y, size)
 
 
-cdef void derivative_column_sums(int n_rows, int n_columns, int activation,
-                                 const floating* y, floating* grad,
-                                 floating* column_sums) noexcept nogil:
-    # grad *= act'(y) in place, and column_sums[j] = sum_i grad[i, j] of the
-    # result (the bias gradient), in one pass. column_sums may be NULL.
+cdef void activation_derivative(int n_rows, int n_columns, int activation,
+                                const floating* y, floating* grad) noexcept nogil:
+    # grad *= act'(y) in place, with the derivative read from the forward output.
+    cdef Py_ssize_t size = <Py_ssize_t> n_rows * n_columns
+
+    if floating is float:
+        if activation == RELU:
+            nnb_relu_backward_f32(y, grad, grad, size)
+        elif activation == SIGMOID:
+            nnb_sigmoid_backward_f32(y, grad, grad, size)
+        elif activation == TANH:
+            nnb_tanh_backward_f32(y, grad, grad, size)
+    else:
+        if activation == RELU:
+            nnb_relu_backward_f64(y, grad, grad, size)
+        elif activation == SIGMOID:
+            nnb_sigmoid_backward_f64(y, grad, grad, size)
+        elif activation == TANH:
+            nnb_tanh_backward_f64(y, grad, grad, size)
+
+
+cdef void sum_columns(int n_rows, int n_columns, const floating* grad,
+                      floating* column_sums) noexcept nogil:
+    # column_sums[j] = sum_i grad[i, j], the bias gradient, one row at a time.
     cdef Py_ssize_t i, j
-    cdef const floating* y_row
-    cdef floating* grad_row
+    cdef const floating* row
 
-    if column_sums != NULL:
-        for j in range(n_columns):
-            column_sums[j] = 0
-
+    for j in range(n_columns):
+        column_sums[j] = 0
     for i in range(n_rows):
-        y_row = y + i * n_columns
-        grad_row = grad + i * n_columns
-        if activation == RELU:
-            for j in range(n_columns):
-                grad_row[j] = grad_row[j] * (nnb_relu_maskf(y_row[j]) if floating is float
-                                             else nnb_relu_mask(y_row[j]))
-        elif activation == SIGMOID:
-            for j in range(n_columns):
-                grad_row[j] = grad_row[j] * y_row[j] * (1 - y_row[j])
-        elif activation == TANH:
-            for j in range(n_columns):
-                grad_row[j] = grad_row[j] * (1 - y_row[j] * y_row[j])
-        if column_sums != NULL:
-            for j in range(n_columns):
-                column_sums[j] += grad_row[j]
+        row = grad + i * n_columns
+        for j in range(n_columns):
+            column_sums[j] += row[j]
 
 
 cdef void scaled_update(int n, floating scale, floating step, const floating* delta,
@@ -179,8 +186,8 @@ cdef double run_step(floating kind, const StepArrays* arrays, bint fused_sgd,
         output = <floating*> arrays.outputs[block]
         gemm(False, False, n_samples, n_out, n_in, <floating> 1, block_input, n_in,
              <const floating*> arrays.weights[block], n_out, <floating> 0, output, n_out)
-        bias_activation_rows(n_samples, n_out, arrays.activations[block],
-                             <const floating*> arrays.biases[block], output)
+        bias_activation(n_samples, n_out, arrays.activations[block],
+                        <const floating*> arrays.biases[block], output)
         block_input = output
 
     # Loss: the gradient of the reduced loss goes straight into g_L.
@@ -205,9 +212,10 @@ cdef double run_step(floating kind, const StepArrays* arrays, bint fused_sgd,
             bias_delta = <floating*> arrays.bias_steps[block]
         else:
             bias_delta = <floating*> arrays.bias_grads[block]
-        derivative_column_sums(n_samples, n_out, arrays.activations[block],
-                               <const floating*> arrays.outputs[block], output_grad,
-                               bias_delta)
+        activation_derivative(n_samples, n_out, arrays.activations[block],
+                              <const floating*> arrays.outputs[block], output_grad)
+        if bias_delta != NULL:
+            sum_columns(n_samples, n_out, output_grad, bias_delta)
 
         # g_l = g_{l+1} @ W_l.T, with the weights from before this step's update.
         if block > 0:
