@@ -12,7 +12,7 @@ domain). Three figures come out, after warm-up steps:
   events (``sys.setprofile``), so that each spike belongs to a short stretch
   of code: one call of a C or Cython function, or the Python lines between
   two calls. A spike of at least 1 KiB is the sign of a new array. A spike can also add up
-  several small objects (a Cython call holds about 200 bytes per typed
+  several small objects (a Cython call allocates about 200 bytes per typed
   memoryview argument), so each spike is listed with the code that ran in
   its interval, for inspection.
 

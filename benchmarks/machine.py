@@ -3,6 +3,7 @@
 import importlib.metadata
 import os
 import platform
+import subprocess
 import time
 
 from threadpoolctl import threadpool_info
@@ -50,6 +51,22 @@ def _version(distribution):
         return None
 
 
+def _git_state(directory):
+    """Return the commit of the checkout at ``directory`` and whether nnback/ differs from it, or None."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", directory, "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", directory, "status", "--porcelain", "--", "nnback"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "nnback_modified": bool(changes)}
+
+
 def describe_machine(nnback_module):
     """Return the CPU, core counts, BLAS and OpenMP libraries and package versions as a dict."""
     pools = []
@@ -70,9 +87,6 @@ def describe_machine(nnback_module):
     except AttributeError:
         available_cpus = os.cpu_count()
 
-    activations = getattr(nnback_module, "_activations", None)
-    openmp_check = getattr(activations, "openmp_enabled", None)
-
     return {
         "cpu_model": _cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -88,7 +102,7 @@ def describe_machine(nnback_module):
             "threadpoolctl": _version("threadpoolctl"),
             "nnback": getattr(nnback_module, "__version__", None),
         },
-        "nnback_openmp": openmp_check() if openmp_check is not None else None,
+        "nnback_source": _git_state(os.path.dirname(os.path.dirname(os.path.abspath(nnback_module.__file__)))),
         "openblas_environment": {
             name: os.environ[name]
             for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

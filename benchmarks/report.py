@@ -5,6 +5,8 @@ interquartile range, in percent of the median. A ratio cell is the ratio of
 two medians followed, in parentheses, by the first and third quartiles of the
 per-round ratios (sample i of one contender divided by sample i of the
 other, taken in the same round). A dash marks a contender that did not run.
+"Others' CPUs" is the average number of CPUs that other processes kept busy
+while the row was measured: well above 0, the row's times are disturbed.
 """
 
 MISSING = "-"
@@ -57,6 +59,10 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
+def _other_cpus(value):
+    return MISSING if value is None else f"{value:.2f}"
+
+
 def _figure(comparison, name):
     return format_figure(comparison["contenders"].get(name))
 
@@ -68,7 +74,7 @@ def _ratio(comparison, name):
 def ops_table(comparisons):
     header = [
         "operation", "threads", "nnback", "reference", "torch", "numpy copy",
-        "nnback/reference", "nnback/torch", "nnback/copy",
+        "nnback/reference", "nnback/torch", "nnback/copy", "others' CPUs",
     ]
     rows = []
     for comparison in comparisons:
@@ -78,6 +84,7 @@ def ops_table(comparisons):
             _figure(comparison, "torch"), _figure(comparison, "numpy copy"),
             _ratio(comparison, "nnback/reference"), _ratio(comparison, "nnback/torch"),
             _ratio(comparison, "nnback/numpy copy"),
+            _other_cpus(comparison["cpu_activity"]["other_processes_cpus"]),
         ])
     return markdown_table(header, rows)
 
@@ -85,7 +92,7 @@ def ops_table(comparisons):
 def train_table(comparisons):
     header = [
         "B", "threads", "nnback", "reference", "torch", "GEMM floor", "call overhead",
-        "floor net", "nnback/floor net", "nnback/torch", "nnback/reference",
+        "floor net", "nnback/floor net", "nnback/torch", "nnback/reference", "others' CPUs",
     ]
     rows = []
     for comparison in comparisons:
@@ -97,18 +104,20 @@ def train_table(comparisons):
             _figure(comparison, "gemm floor"), _figure(comparison, "sgemm call overhead"),
             format_seconds(net and net["median"]), format_ratio(net_ratio),
             _ratio(comparison, "nnback/torch"), _ratio(comparison, "nnback/reference"),
+            _other_cpus(comparison["cpu_activity"]["other_processes_cpus"]),
         ])
     return markdown_table(header, rows)
 
 
 def epoch_table(comparisons):
-    header = ["data", "threads", "nnback", "torch", "sklearn", "nnback/torch", "nnback/sklearn"]
+    header = ["data", "threads", "nnback", "torch", "sklearn", "nnback/torch", "nnback/sklearn", "others' CPUs"]
     rows = []
     for comparison in comparisons:
         rows.append([
             comparison["case"], comparison["threads"],
             _figure(comparison, "nnback"), _figure(comparison, "torch"), _figure(comparison, "sklearn"),
             _ratio(comparison, "nnback/torch"), _ratio(comparison, "nnback/sklearn"),
+            _other_cpus(comparison["cpu_activity"]["other_processes_cpus"]),
         ])
     return markdown_table(header, rows)
 
@@ -139,7 +148,7 @@ def alloc_table(entries):
 
 
 def targets_table(targets):
-    header = ["target", "threads", "ratio", "limit", "result"]
+    header = ["target", "threads", "ratio", "limit", "result", "others' CPUs"]
     rows = []
     for target in targets:
         if target["met"] is None:
@@ -148,7 +157,10 @@ def targets_table(targets):
             result = "met" if target["met"] else "missed"
         ratio = MISSING if target["ratio"] is None else f"{target['ratio']:.3f}"
         limit = MISSING if target["limit"] is None else f"{target['limit']:.2f}"
-        rows.append([target["target"], target["threads"], ratio, limit, result])
+        rows.append([
+            target["target"], target["threads"], ratio, limit, result,
+            _other_cpus(target["other_processes_cpus"]),
+        ])
     return markdown_table(header, rows)
 
 
@@ -162,8 +174,10 @@ def machine_lines(machine):
             f"{name} {version or MISSING}" for name, version in machine["versions"].items()
         ),
     ]
-    if machine.get("nnback_openmp") is not None:
-        lines.append(f"- nnback compiled with OpenMP: {'yes' if machine['nnback_openmp'] else 'no'}")
+    source = machine.get("nnback_source")
+    if source is not None:
+        state = "with local changes in nnback/" if source["nnback_modified"] else "no local changes in nnback/"
+        lines.append(f"- nnback source: commit {source['commit']}, {state}")
     for pool in machine["thread_pools"]:
         details = [pool["internal_api"], f"version {pool['version'] or 'unknown'}"]
         if pool.get("architecture"):

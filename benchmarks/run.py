@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import allocations, ops, report, targets, training  # noqa: E402
 from benchmarks.harness import compare, summarize, thread_limit, time_interleaved  # noqa: E402
-from benchmarks.machine import describe_machine, load_average  # noqa: E402
+from benchmarks.machine import CpuActivity, describe_machine, load_average  # noqa: E402
 
 SECTIONS = ("ops", "train", "epoch", "alloc")
 SEED = 0
@@ -88,9 +88,9 @@ def parse_arguments(argv):
     parser.add_argument("--min-sample-time", type=float, default=None,
                         help="minimum duration of one timing sample in seconds "
                              "(default 0.05, or 0.002 with --quick)")
-    parser.add_argument("--settle", type=float, default=0.02,
+    parser.add_argument("--settle", type=float, default=0.15,
                         help="pause in seconds before each sample at 2 or more threads, so that the "
-                             "previous contender's idle worker threads stop spinning (default 0.02)")
+                             "previous contender's idle worker threads stop spinning (default 0.15)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if it is installed")
     parser.add_argument("--no-sklearn", action="store_true",
                         help="leave scikit-learn out even if it is installed")
@@ -184,7 +184,7 @@ def progress(message):
 
 def run_comparison(contenders, settings, threads, torch, *, rounds=None, warmup_calls=2, **fields):
     """Time one set of contenders at ``threads`` threads and return the comparison record."""
-    with thread_limit(threads, torch):
+    with thread_limit(threads, torch), CpuActivity() as activity:
         samples, inner = time_interleaved(
             contenders,
             rounds or settings["rounds"],
@@ -201,7 +201,15 @@ def run_comparison(contenders, settings, threads, torch, *, rounds=None, warmup_
         for name, values in samples.items():
             if name not in ("nnback", "sgemm call overhead"):
                 ratios[f"nnback/{name}"] = compare(samples["nnback"], values)
-    return {**fields, "threads": threads, "contenders": figures, "ratios": ratios, "samples": samples, "derived": {}}
+    return {
+        **fields,
+        "threads": threads,
+        "cpu_activity": activity.result,
+        "contenders": figures,
+        "ratios": ratios,
+        "samples": samples,
+        "derived": {},
+    }
 
 
 def run_ops(modules, settings, threads_list):

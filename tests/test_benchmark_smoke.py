@@ -123,6 +123,14 @@ def test_samples_positive(results):
             assert min(samples) > 0, f"{comparison['case']}, {name}: {samples}"
 
 
+def test_comparisons_record_cpu_activity(results):
+    for comparison in comparisons(results):
+        activity = comparison["cpu_activity"]
+        assert set(activity) == {"this_process_cpus", "other_processes_cpus"}, comparison["case"]
+        if activity["other_processes_cpus"] is not None:
+            assert activity["other_processes_cpus"] >= 0, comparison["case"]
+
+
 def test_nnback_ratios_present(results):
     for comparison in comparisons(results):
         assert "nnback" in comparison["contenders"], comparison["case"]
