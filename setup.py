@@ -1,6 +1,6 @@
 """Build the compiled kernels of nnback.
 
-Every ``nnback/_*.pyx`` file becomes one extension module. The Cython compiler
+Every ``src/nnback/_*.pyx`` file becomes one extension module. The Cython compiler
 directives are set here and nowhere else. Set ``NNBACK_DEBUG=1`` in the
 environment to build with bounds, wraparound and initialization checks turned
 back on, and without optimization.
@@ -29,19 +29,24 @@ DIRECTIVES = {
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 
 
+SOURCE_ROOT = "src"
+PACKAGE_DIR = os.path.join(SOURCE_ROOT, "nnback")
+
+
 def make_extension(pyx_path):
-    module_name = pyx_path[: -len(".pyx")].replace(os.sep, ".")
+    relative_path = os.path.relpath(pyx_path, SOURCE_ROOT)
+    module_name = relative_path[: -len(".pyx")].replace(os.sep, ".")
     return Extension(
         module_name,
         sources=[pyx_path],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
-        depends=[os.path.join("nnback", "_fastmath.h")],
+        depends=[os.path.join(PACKAGE_DIR, "_fastmath.h")],
     )
 
 
-extensions = [make_extension(path) for path in sorted(glob(os.path.join("nnback", "_*.pyx")))]
+extensions = [make_extension(path) for path in sorted(glob(os.path.join(PACKAGE_DIR, "_*.pyx")))]
 
 setup(
     ext_modules=cythonize(

@@ -52,14 +52,14 @@ def _version(distribution):
 
 
 def _git_state(directory):
-    """Return the commit of the checkout at ``directory`` and whether nnback/ differs from it, or None."""
+    """Return the commit of the checkout at ``directory`` and whether src/nnback/ differs from it, or None."""
     try:
         commit = subprocess.run(
             ["git", "-C", directory, "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
         changes = subprocess.run(
-            ["git", "-C", directory, "status", "--porcelain", "--", "nnback"],
+            ["git", "-C", directory, "status", "--porcelain", "--", "src/nnback"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -2,54 +2,21 @@
 
 The reference is checked against float64 central finite differences, against values
 computed by hand, and against its own documented rules for NaN, infinities,
-zero-size shapes, dtypes and invalid input. It needs no compiled code.
+zero-size shapes, dtypes and invalid input.
 """
 
-import importlib
 import math
-import pathlib
 import re
-import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
 
+from nnback import reference as ref
+
 # Any warning, in particular a NumPy RuntimeWarning from overflow or inf - inf,
 # fails the test that triggers it.
 pytestmark = pytest.mark.filterwarnings("error")
-
-
-def _load_reference():
-    """Import nnback.reference, or load it without the package when the package import fails.
-
-    The package import fails when nnback/__init__.py imports extension modules
-    that have not been built. The reference itself imports only NumPy and
-    nnback._validation, which is pure Python, so both are loaded from their files
-    under a stand-in package that skips nnback/__init__.py. The stand-in is
-    removed again, and the loaded module keeps its own reference to the
-    validation module.
-    """
-    try:
-        return importlib.import_module("nnback.reference")
-    except ImportError:
-        pass
-
-    package = types.ModuleType("nnback")
-    package.__path__ = [str(pathlib.Path(__file__).resolve().parents[1] / "nnback")]
-    names = ("nnback", "nnback._validation", "nnback.reference")
-    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    sys.modules["nnback"] = package
-    try:
-        return importlib.import_module("nnback.reference")
-    finally:
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-ref = _load_reference()
 
 REDUCTIONS = ["mean", "sum", "none"]
 INTEGER_DTYPES = [
