@@ -18,7 +18,7 @@ domain). Three figures come out, after warm-up steps:
 
 A step creates no new array of 1 KiB or more when it has no live growth in
 blocks of 1 KiB or more and no spike of 1 KiB or more. Arrays smaller than
-1 KiB (for example a 10-element bias gradient) cannot be told apart from
+1 KiB (for example a 10-element bias gradient) cannot be distinguished from
 Python's own small objects this way.
 
 PyTorch allocates outside tracemalloc's view, so its figures come from

@@ -209,3 +209,48 @@ def test_float64_input_to_float32_model_is_converted():
                           x.astype(np.float32), labels)
 
     assert value == expected
+
+
+def test_replaced_weight_parameter_rebuilds_chain():
+    from nnback.layers import Parameter
+
+    model = make_model("relu", np.float64)
+    x, labels = make_batch(np.float64)
+    optimizer_parameters = model.parameters()
+    train_step(model, SoftmaxCrossEntropy(), SGD(optimizer_parameters, lr=0.1), x, labels)
+
+    replacement = Parameter(np.full((LAYER_SIZES[0], LAYER_SIZES[1]), 0.01))
+    model.layers[0].weight = replacement
+    train_step(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), x, labels)
+
+    assert not np.array_equal(replacement.data, np.full_like(replacement.data, 0.01))
+
+
+def test_two_threads_training_one_model():
+    # Steps on one model from two threads run one at a time, so mixed batch
+    # sizes neither crash nor corrupt the parameters.
+    import threading
+
+    model = mlp([16, 32, 4], dtype=np.float32, rng=0)
+    optimizer = SGD(model.parameters(), lr=0.01)
+    errors = []
+
+    def train(n_samples):
+        rng = np.random.default_rng(n_samples)
+        x = rng.standard_normal((n_samples, 16)).astype(np.float32)
+        labels = rng.integers(0, 4, n_samples)
+        try:
+            for _ in range(300):
+                train_step(model, SoftmaxCrossEntropy(), optimizer, x, labels)
+        except Exception as error:  # noqa: BLE001 - reported by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=train, args=(size,)) for size in (8, 512)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for parameter in model.parameters():
+        assert np.all(np.isfinite(parameter.data))

@@ -23,6 +23,8 @@ used the old ``W``. Otherwise the gradients are written to ``.grad`` and the
 optimizer updates the parameters afterwards.
 """
 
+import threading
+
 import numpy as np
 
 cimport numpy as cnp
@@ -272,6 +274,7 @@ cdef class DenseChain:
     cdef int* activations
     cdef void** pointers           # 7 arrays of n_blocks pointers, one allocation
     cdef dict workspaces           # batch size -> (outputs, output_grads, bias_steps)
+    cdef object lock               # one step at a time: the tables above are shared
 
     def __cinit__(self, list weights, list biases, list activations):
         cdef int n_blocks = len(weights)
@@ -287,6 +290,7 @@ cdef class DenseChain:
         self.dtype = weights[0].data.dtype
         self.n_blocks = n_blocks
         self.workspaces = {}
+        self.lock = threading.Lock()
 
         self.sizes = <int*> malloc((n_blocks + 1) * sizeof(int))
         self.activations = <int*> malloc(n_blocks * sizeof(int))
@@ -339,6 +343,13 @@ cdef class DenseChain:
         written to ``.grad``. ``mean`` selects the "mean" reduction, else "sum".
         The mean over an empty batch is NaN.
         """
+        with self.lock:
+            return self.locked_step(x, labels, fused_sgd, learning_rate, weight_decay, mean)
+
+    cdef object locked_step(self, cnp.ndarray x, cnp.ndarray labels, bint fused_sgd,
+                            double learning_rate, double weight_decay, bint mean):
+        # The body of train_step; the caller holds self.lock, because the pointer
+        # tables and work buffers are shared by every call.
         cdef int n_samples = x.shape[0]
         cdef int n_blocks = self.n_blocks
         cdef int block

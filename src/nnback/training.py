@@ -54,34 +54,43 @@ def _dense_blocks(model):
 
 def _compiled_chain(model):
     """Return the cached DenseChain of ``model``, or None if it has another architecture."""
-    chain = _chains.get(model)
-    if chain is not None:
-        linears = chain.linears
-        if all(
-            chain.weights[i] is layer.weight and chain.biases[i] is layer.bias
-            for i, layer in enumerate(linears)
-        ):
-            return chain.compiled
+    cached = _chains.get(model)
+    if cached is not None and cached.matches(model):
+        return cached.compiled
+
     blocks = _dense_blocks(model)
     if blocks is None:
         return None
-
     linears, codes = blocks
     compiled = _network.DenseChain(
         [layer.weight for layer in linears], [layer.bias for layer in linears], codes
     )
-    _chains[model] = _CachedChain(linears, compiled)
+    _chains[model] = _CachedChain(model.layers, linears, compiled)
     return compiled
 
 
 class _CachedChain:
-    __slots__ = ("linears", "compiled", "weights", "biases")
+    """A compiled chain with the layers and Parameters it was built from."""
 
-    def __init__(self, linears, compiled):
+    __slots__ = ("layers", "linears", "compiled")
+
+    def __init__(self, layers, linears, compiled):
+        self.layers = tuple(layers)
         self.linears = linears
         self.compiled = compiled
-        self.weights = compiled.weights
-        self.biases = compiled.biases
+
+    def matches(self, model):
+        """Return whether ``model`` still has these layers and Parameters."""
+        layers = model.layers
+        if len(layers) != len(self.layers) or any(
+            mine is not theirs for mine, theirs in zip(self.layers, layers)
+        ):
+            return False
+        weights, biases = self.compiled.weights, self.compiled.biases
+        return all(
+            weights[index] is layer.weight and biases[index] is layer.bias
+            for index, layer in enumerate(self.linears)
+        )
 
 
 def _plain_sgd_rates(optimizer, model):
