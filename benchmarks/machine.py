@@ -51,20 +51,28 @@ def _version(distribution):
         return None
 
 
-def _git_state(directory):
-    """Return the commit of the checkout at ``directory`` and whether src/nnback/ differs from it, or None."""
+def _source_state(package_directory):
+    """Return where the imported nnback lives, and its git commit and local changes if it is in a checkout.
+
+    ``commit`` and ``modified`` are None for an installed copy outside a git
+    checkout, such as a regular (not editable) install in site-packages.
+    """
+    state = {"path": package_directory, "commit": None, "modified": None}
     try:
         commit = subprocess.run(
-            ["git", "-C", directory, "rev-parse", "--short", "HEAD"],
+            ["git", "-C", package_directory, "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
+        # The pathspec "." is the package directory itself, wherever the checkout puts it.
         changes = subprocess.run(
-            ["git", "-C", directory, "status", "--porcelain", "--", "src/nnback"],
+            ["git", "-C", package_directory, "status", "--porcelain", "--", "."],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "nnback_modified": bool(changes)}
+        return state
+    state["commit"] = commit
+    state["modified"] = bool(changes)
+    return state
 
 
 def describe_machine(nnback_module):
@@ -102,7 +110,7 @@ def describe_machine(nnback_module):
             "threadpoolctl": _version("threadpoolctl"),
             "nnback": getattr(nnback_module, "__version__", None),
         },
-        "nnback_source": _git_state(os.path.dirname(os.path.dirname(os.path.abspath(nnback_module.__file__)))),
+        "nnback_source": _source_state(os.path.dirname(os.path.abspath(nnback_module.__file__))),
         "openblas_environment": {
             name: os.environ[name]
             for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

@@ -174,10 +174,12 @@ def machine_lines(machine):
             f"{name} {version or MISSING}" for name, version in machine["versions"].items()
         ),
     ]
-    source = machine.get("nnback_source")
-    if source is not None:
-        state = "with local changes in nnback/" if source["nnback_modified"] else "no local changes in nnback/"
-        lines.append(f"- nnback source: commit {source['commit']}, {state}")
+    source = machine["nnback_source"]
+    if source["commit"] is None:
+        lines.append(f"- nnback imported from {source['path']} (not a git checkout)")
+    else:
+        changes = "with local changes" if source["modified"] else "no local changes"
+        lines.append(f"- nnback imported from {source['path']}: commit {source['commit']}, {changes}")
     for pool in machine["thread_pools"]:
         details = [pool["internal_api"], f"version {pool['version'] or 'unknown'}"]
         if pool.get("architecture"):

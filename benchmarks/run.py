@@ -27,7 +27,9 @@ import time
 from types import SimpleNamespace
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Benchmark the nnback of this checkout, built in place, even if another copy is installed.
+# The benchmarks package sits at the repository root. nnback itself is the
+# installed one, whichever copy "import nnback" finds, and the machine section
+# prints its path and commit.
 if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
 

@@ -354,6 +354,7 @@ INVALID_OPTIONS = [
     ("momentum_one", ["train", "--momentum", "1"], "--momentum"),
     ("threads_zero", ["train", "--threads", "0"], "--threads"),
     ("seed_text", ["train", "--seed", "x"], "--seed"),
+    ("seed_negative", ["train", "--seed", "-1"], "--seed"),
     ("unknown_option", ["train", "--colour", "red"], "--colour"),
     ("unknown_command", ["fit"], "fit"),
     ("no_command", [], "COMMAND"),
@@ -377,6 +378,125 @@ def test_invalid_option_subprocess(tmp_path):
 
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "--epochs", "-3")
+
+
+def test_negative_seed_subprocess(tmp_path):
+    result = run_nnback(["train", "--seed", "-1"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "--seed", "integer >= 0", "'-1'")
+
+
+def save_labelled_npz(path, y_train, x_train=None, x_test=None):
+    """Write a training archive with the labels ``y_train`` and 2 features per sample."""
+    n_train = len(y_train)
+    np.savez(
+        path,
+        x_train=np.ones((n_train, 2)) if x_train is None else x_train,
+        y_train=np.asarray(y_train),
+        x_test=np.ones((2, 2)) if x_test is None else x_test,
+        y_test=np.array([0, 1]),
+    )
+    return path
+
+
+def test_label_above_int32_subprocess(tmp_path):
+    path = save_labelled_npz(tmp_path / "labels.npz", np.array([0, 2**31, 1, 0], dtype=np.int64))
+
+    result = run_nnback(["train", "--data", path, "--epochs", "1"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(
+        result.stderr, str(path), "largest label is 2147483648", "expected labels below 1,000,000"
+    )
+
+
+@pytest.mark.parametrize("largest", [cli.MAX_CLASSES, 10**8], ids=["bound", "1e8"])
+def test_label_too_large_rejected(capsys, tmp_path, largest):
+    path = save_labelled_npz(tmp_path / "labels.npz", [0, largest, 1])
+
+    status, out, err = run_main(["train", "--data", path, "--epochs", "1"], capsys)
+
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, f"largest label is {largest}", f"{largest + 1:,} units")
+
+
+def test_largest_allowed_label_accepted():
+    data = datasets.Dataset(
+        np.ones((2, 1), np.float32), np.array([0, cli.MAX_CLASSES - 1]),
+        np.ones((1, 1), np.float32), np.array([0]),
+    )
+
+    cli._check_labels("data.npz", data)
+
+
+def test_zero_features_subprocess(tmp_path):
+    path = save_labelled_npz(
+        tmp_path / "empty.npz", [0, 1, 0], x_train=np.zeros((3, 0)), x_test=np.zeros((2, 0))
+    )
+
+    result = run_nnback(["train", "--data", path, "--epochs", "1"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, str(path), "0 features per sample")
+
+
+def test_zero_width_mnist_images_rejected(capsys, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    arrays = {
+        "x_train": np.zeros((4, 0, 5), dtype=np.uint8),
+        "y_train": np.array([0, 1, 0, 1], dtype=np.uint8),
+        "x_test": np.zeros((2, 0, 5), dtype=np.uint8),
+        "y_test": np.array([0, 1], dtype=np.uint8),
+    }
+    for key, name in datasets.MNIST_FILES.items():
+        write_idx(folder / name, arrays[key], compress=False)
+
+    status, _, err = run_main(["train", "--data", folder], capsys)
+
+    assert status == 2
+    assert_one_line_error(err, "shape (4, 0, 5)", "0 features per sample")
+
+
+def test_huge_hidden_layer_subprocess(tmp_path, npz_path):
+    result = run_nnback(["train", "--data", npz_path, "--hidden", "100000000"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_one_line_error(
+        result.stderr, "36 x 100,000,000 = 3,600,000,000 elements", "--hidden"
+    )
+
+
+def test_model_larger_than_memory_rejected(capsys, monkeypatch, npz_path):
+    monkeypatch.setattr(datasets, "_memory_limit_bytes", lambda: 2**20)
+
+    status, out, err = run_main(["train", "--data", npz_path, "--hidden", "4096"], capsys)
+
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, "the model 36-4096-3 with adam", "more than the 1.0 MiB of memory")
+
+
+def test_training_memory_estimate_by_hand():
+    args = cli.build_parser().parse_args(
+        ["train", "--hidden", "5", "--batch-size", "4", "--optimizer", "sgd", "--dtype", "float64"]
+    )
+    layer_sizes = [3, 5, 2]
+
+    estimate = cli._estimate_training_bytes(args, layer_sizes, n_train=10, n_test=6)
+
+    n_parameters = (3 * 5 + 5) + (5 * 2 + 2)
+    # Data, gradient and momentum of each parameter in float64.
+    parameter_bytes = n_parameters * 8 * 3
+    # The float64 draw of the largest weight matrix, 3 x 5.
+    draw_bytes = 15 * 8
+    # Outputs and gradients of a batch of 4 and of an evaluation chunk of 6 rows.
+    activation_bytes = 2 * (4 + 6) * (3 + 5 + 2) * 8
+    # Training features, their shuffled copy and the test features, 3 per row.
+    data_bytes = (2 * 10 + 6) * 3 * 8
+    assert estimate == parameter_bytes + draw_bytes + activation_bytes + data_bytes
 
 
 def test_missing_data_path_subprocess(tmp_path):
@@ -419,7 +539,11 @@ def test_data_errors(capsys, tmp_path, mnist_folder, npz_path):
 
     not_npz = tmp_path / "garbage.npz"
     not_npz.write_bytes(b"\x00" * 100)
-    cases.append(([not_npz], ["not a readable .npz archive"]))
+    cases.append(([not_npz], [str(not_npz), "not a valid .npz file"]))
+
+    text_npz = tmp_path / "text.npz"
+    text_npz.write_text("1 2 3\n")
+    cases.append(([text_npz], [str(text_npz), "not a valid .npz file"]))
 
     cases.append(([tmp_path / "nowhere"], ["no such file or directory"]))
 
@@ -500,3 +624,147 @@ def test_predict_errors(capsys, tmp_path, npz_path, saved_model):
         status, _, err = run_main(["predict", *argv], capsys)
         assert status == 2, (argv, err)
         assert_one_line_error(err, *fragments)
+
+
+def rewrite_architecture(source, target, text):
+    """Copy the model file ``source`` to ``target`` with the architecture JSON replaced by ``text``."""
+    with np.load(source) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["nnback_architecture"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    np.savez(target, **entries)
+    return target
+
+
+MALFORMED_ARCHITECTURES = [
+    ("kind_list", '{"dtype": "float32", "layers": [{"kind": ["linear"]}], "nnback_version": "0"}'),
+    ("dtype_list", '{"dtype": ["float32"], "layers": [{"kind": "relu"}], "nnback_version": "0"}'),
+    (
+        "size_text",
+        '{"dtype": "float32", "layers": [{"kind": "linear", "in_features": "36", '
+        '"out_features": 4, "bias": true}], "nnback_version": "0"}',
+    ),
+    ("layers_object", '{"dtype": "float32", "layers": {"0": {}}, "nnback_version": "0"}'),
+    ("top_level_list", "[1, 2, 3]"),
+    ("deep_arrays", "[" * 100_000 + "]" * 100_000),
+    ("deep_objects", '{"a": ' * 100_000 + "0" + "}" * 100_000),
+    ("deep_layers", '{"dtype": "float32", "layers": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+]
+
+
+@pytest.mark.parametrize(
+    "text", [case[1] for case in MALFORMED_ARCHITECTURES], ids=[case[0] for case in MALFORMED_ARCHITECTURES]
+)
+def test_predict_malformed_architecture_subprocess(tmp_path, npz_path, saved_model, text):
+    model_path = rewrite_architecture(saved_model, tmp_path / "malformed.npz", text)
+
+    result = run_nnback(["predict", "--model", model_path, "--data", npz_path], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, "malformed.npz")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TypeError("unhashable type: 'list'"), RecursionError("maximum recursion depth exceeded"),
+     KeyError("layers"), EOFError("truncated")],
+    ids=["type", "recursion", "key", "eof"],
+)
+def test_predict_load_errors_become_one_line(capsys, monkeypatch, npz_path, saved_model, error):
+    from nnback import serialization
+
+    def failing_load(path):
+        raise error
+
+    monkeypatch.setattr(serialization, "load", failing_load)
+
+    status, out, err = run_main(["predict", "--model", saved_model, "--data", npz_path], capsys)
+
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, str(saved_model), "not a valid nnback model file")
+
+
+def test_predict_load_out_of_memory_names_file(capsys, monkeypatch, npz_path, saved_model):
+    from nnback import serialization
+
+    def failing_load(path):
+        raise MemoryError
+
+    monkeypatch.setattr(serialization, "load", failing_load)
+
+    status, _, err = run_main(["predict", "--model", saved_model, "--data", npz_path], capsys)
+
+    assert status == 2
+    assert_one_line_error(err, str(saved_model), "not enough memory")
+
+
+def test_predict_text_file_as_npy(capsys, tmp_path, saved_model):
+    samples = tmp_path / "x.npy"
+    samples.write_text("0.5 0.25\n")
+
+    status, _, err = run_main(["predict", "--model", saved_model, "--data", samples], capsys)
+
+    assert status == 2
+    assert_one_line_error(err, str(samples), "not a valid .npy file")
+
+
+def run_nnback_with_file_size_limit(args, cwd, limit_bytes):
+    """Run ``python -m nnback ARGS`` with RLIMIT_FSIZE set to ``limit_bytes`` in the child."""
+    resource = pytest.importorskip("resource")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "nnback", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=limit_file_size,
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX only")
+@pytest.mark.parametrize("extension", [".txt", ".csv", ".npy"])
+def test_predict_output_too_large_keeps_old_file(tmp_path, saved_model, extension):
+    # 20000 predictions take at least 40000 bytes in every format, over the 8192-byte limit.
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.random.default_rng(0).random((20000, 36), dtype=np.float32))
+    output = tmp_path / f"predictions{extension}"
+    output.write_bytes(b"old content\n")
+
+    result = run_nnback_with_file_size_limit(
+        ["predict", "--model", saved_model, "--data", samples, "--output", output],
+        cwd=tmp_path, limit_bytes=8192,
+    )
+
+    assert result.returncode == 2
+    # The reason is "File too large" from write(), or NumPy's count of the
+    # bytes written when ndarray.tofile stops short.
+    assert_one_line_error(result.stderr, f"--output {output}", "writing the predictions failed")
+    assert output.read_bytes() == b"old content\n"
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_predict_output_to_device(capsys, npz_path, saved_model):
+    status, _, err = run_main(
+        ["predict", "--model", saved_model, "--data", npz_path, "--output", "/dev/null"], capsys
+    )
+
+    assert status == 0, err
+    assert "wrote 60 predictions to /dev/null" in err
+
+
+def test_predict_output_replaces_file(capsys, tmp_path, npz_path, saved_model):
+    output = tmp_path / "predictions.txt"
+    output.write_text("x\n" * 1000)
+
+    status, _, err = run_main(
+        ["predict", "--model", saved_model, "--data", npz_path, "--output", output], capsys
+    )
+
+    assert status == 0, err
+    assert len(output.read_text().splitlines()) == 60
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []

@@ -3,6 +3,8 @@
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -211,16 +213,35 @@ def test_npz_invalid_content(tmp_path, changes, message):
 def test_npz_object_array_rejected(tmp_path):
     path = _save_npz_with(tmp_path, y_test=np.array([1, "a", None, 2.0], dtype=object))
 
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
+    with pytest.raises(ValueError) as info:
         datasets.load_npz(path)
+
+    assert str(path) in str(info.value)
+    assert "y_test has dtype object: expected integer class labels" in str(info.value)
 
 
 def test_npz_not_an_archive(tmp_path):
     path = tmp_path / "data.npz"
     path.write_bytes(b"this is not a zip file")
 
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
+    with pytest.raises(ValueError) as info:
         datasets.load_npz(path)
+
+    assert str(path) in str(info.value)
+    assert "not a valid .npz file" in str(info.value)
+    assert "b'this is '" in str(info.value)
+
+
+def test_npz_text_file_named_npz(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_text("0.5 0.25\n1.0 0.0\n")
+
+    for load in (datasets.load_npz, datasets.load_samples):
+        with pytest.raises(ValueError) as info:
+            load(path)
+        assert str(path) in str(info.value)
+        assert "not a valid .npz file" in str(info.value)
+        assert "pickled" not in str(info.value)
 
 
 def test_npz_single_array_rejected(tmp_path):
@@ -228,7 +249,7 @@ def test_npz_single_array_rejected(tmp_path):
     with open(path, "wb") as file:
         np.save(file, np.zeros(3))
 
-    with pytest.raises(ValueError, match="single array"):
+    with pytest.raises(ValueError, match="single .npy array"):
         datasets.load_npz(path)
 
 
@@ -237,8 +258,135 @@ def test_npz_truncated_archive(tmp_path):
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2])
 
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
+    with pytest.raises(ValueError, match="not a valid .npz file: the zip archive is truncated"):
         datasets.load_npz(path)
+
+
+def test_npz_zero_features_rejected(tmp_path):
+    path = _save_npz_with(tmp_path, x_train=np.zeros((8, 0)), x_test=np.zeros((4, 0)))
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert str(path) in str(info.value)
+    assert "x_train has shape (8, 0), which is 0 features per sample" in str(info.value)
+
+
+def test_npz_zero_width_images_rejected(tmp_path):
+    path = _save_npz_with(
+        tmp_path,
+        x_train=np.zeros((8, 0, 5), dtype=np.uint8),
+        x_test=np.zeros((4, 0, 5), dtype=np.uint8),
+    )
+
+    with pytest.raises(ValueError, match=r"shape \(8, 0, 5\), which is 0 features per sample"):
+        datasets.load_npz(path)
+
+
+class OpenedMembers:
+    """Record the names of the zip members that ``zipfile.ZipFile.open`` opens."""
+
+    def __init__(self, monkeypatch):
+        self.names = []
+        original_open = zipfile.ZipFile.open
+
+        def recording_open(archive, member, *args, **kwargs):
+            name = member.filename if isinstance(member, zipfile.ZipInfo) else member
+            self.names.append(name)
+            return original_open(archive, member, *args, **kwargs)
+
+        monkeypatch.setattr(zipfile.ZipFile, "open", recording_open)
+
+
+def write_npz_with_broken_member(path, arrays, broken_name):
+    """Write an .npz of ``arrays`` plus a member whose deflate stream is invalid.
+
+    Decompressing ``broken_name`` raises zlib.error, so a loader that opens it fails.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            with archive.open(key + ".npy", "w") as file:
+                np.lib.format.write_array(file, np.asarray(array), allow_pickle=False)
+        archive.writestr(broken_name, b"\x00" * 4096)
+
+    # Overwrite the compressed bytes of the broken member with bytes that are
+    # not a valid deflate stream.
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(broken_name)
+    content = bytearray(path.read_bytes())
+    name_length = len(info.filename.encode())
+    data_offset = info.header_offset + 30 + name_length + len(info.extra)
+    content[data_offset:data_offset + info.compress_size] = b"\xff" * info.compress_size
+    path.write_bytes(bytes(content))
+
+
+def test_npz_ignored_member_not_decompressed(tmp_path, monkeypatch):
+    path = tmp_path / "data.npz"
+    write_npz_with_broken_member(path, npz_arrays(), "bomb.npy")
+    with zipfile.ZipFile(path) as archive, pytest.raises(zlib.error):
+        archive.read("bomb.npy")
+    opened = OpenedMembers(monkeypatch)
+
+    data = datasets.load_npz(path)
+    x, y = datasets.load_samples(path)
+
+    assert data.x_train.shape == (8, 5)
+    assert x.shape == (4, 5)
+    assert y.shape == (4,)
+    assert "bomb.npy" not in opened.names
+
+
+def test_npz_wrong_dtype_rejected_before_data_read(tmp_path, monkeypatch):
+    path = _save_npz_with(tmp_path, y_train=np.zeros(8, dtype=np.float64))
+    reads = []
+    monkeypatch.setattr(
+        np.lib.format, "read_array", lambda *args, **kwargs: reads.append(args)
+    )
+
+    with pytest.raises(ValueError, match="y_train has dtype float64"):
+        datasets.load_npz(path)
+
+    # x_train comes before y_train in the archive, so at most its data was read.
+    assert len(reads) <= 1
+
+
+def test_npz_header_larger_than_data(tmp_path):
+    path = tmp_path / "data.npz"
+    arrays = npz_arrays()
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, array in arrays.items():
+            with archive.open(key + ".npy", "w") as file:
+                if key == "x_train":
+                    # A header for a (10**6, 10**6) float64 array, with 80 bytes of data.
+                    header = {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+                    np.lib.format.write_array_header_1_0(file, header)
+                    file.write(b"\x00" * 80)
+                else:
+                    np.lib.format.write_array(file, array)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert "x_train has shape (1000000, 1000000)" in str(info.value)
+    assert "the file stores 80" in str(info.value)
+    assert "truncated or damaged" in str(info.value)
+
+
+def test_npz_array_larger_than_memory(tmp_path, monkeypatch):
+    path = _save_npz_with(tmp_path)
+    monkeypatch.setattr(datasets, "_memory_limit_bytes", lambda: 100)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert "x_train has shape (8, 5) and dtype float64, which need 320 bytes" in str(info.value)
+    assert "more than the 100 bytes of memory" in str(info.value)
+
+
+def test_memory_limit_is_positive_or_none():
+    limit = datasets._memory_limit_bytes()
+
+    assert limit is None or limit > 0
 
 
 def test_npz_missing_file(tmp_path):
@@ -425,6 +573,16 @@ def test_mnist_count_mismatch(tmp_path):
         datasets.load_mnist_idx(tmp_path)
 
 
+def test_mnist_zero_width_images_rejected(tmp_path):
+    write_mnist_folder(tmp_path, rows=0, cols=5)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_mnist_idx(tmp_path)
+
+    assert str(tmp_path) in str(info.value)
+    assert "x_train has shape (12, 0, 5), which is 0 features per sample" in str(info.value)
+
+
 def test_mnist_truncated_file(tmp_path):
     write_mnist_folder(tmp_path)
     path = tmp_path / datasets.MNIST_FILES["x_test"]
@@ -496,6 +654,43 @@ def test_samples_npy(tmp_path):
 
     np.testing.assert_array_equal(x, np.ones((2, 4), dtype=np.float32))
     assert y is None
+
+
+def test_samples_text_file_named_npy(tmp_path):
+    path = tmp_path / "x.npy"
+    path.write_text("0.5 0.25\n1.0 0.0\n")
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert str(path) in str(info.value)
+    assert "not a valid .npy file" in str(info.value)
+    assert "pickled" not in str(info.value)
+
+
+def test_samples_npy_object_array_rejected(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([[1, None]], dtype=object), allow_pickle=True)
+
+    with pytest.raises(ValueError, match="has dtype object"):
+        datasets.load_samples(path)
+
+
+def test_samples_npy_truncated(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((4, 3)))
+    path.write_bytes(path.read_bytes()[:-8])
+
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        datasets.load_samples(path)
+
+
+def test_samples_npy_zero_features(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((4, 0)))
+
+    with pytest.raises(ValueError, match="0 features per sample"):
+        datasets.load_samples(path)
 
 
 def test_samples_mnist_folder_without_labels(tmp_path):

@@ -306,11 +306,103 @@ def test_sequential_backward_before_forward_raises():
         pytest.param(dict(in_features=2, out_features=2, init="xavier"), ValueError, "init must be", id="init"),
         pytest.param(dict(in_features=2, out_features=2, dtype=np.float16), ValueError, "float32 or float64", id="float16"),
         pytest.param(dict(in_features=2, out_features=2, rng="seed"), TypeError, "rng must be", id="rng"),
+        pytest.param(dict(in_features=2, out_features=3, rng=-1), ValueError,
+                     "rng must be a non-negative int seed, got -1", id="negative_seed"),
+        pytest.param(dict(in_features=2, out_features=3, rng=np.int64(-5)), ValueError,
+                     "rng must be a non-negative int seed, got -5", id="negative_numpy_seed"),
+        pytest.param(dict(in_features=2, out_features=3, dtype=None), TypeError,
+                     "dtype must be float32 or float64, got None", id="dtype_none"),
     ],
 )
 def test_linear_rejects_invalid_arguments(arguments, error, message):
     with pytest.raises(error, match=message):
         Linear(**arguments)
+
+
+def test_mlp_rejects_negative_seed():
+    with pytest.raises(ValueError, match="rng must be a non-negative int seed"):
+        mlp([2, 3], rng=-1)
+
+
+# ---------------------------------------------------------------------------
+# Replacing the parameters of a Linear layer
+# ---------------------------------------------------------------------------
+
+
+def test_linear_accepts_matching_weight_and_bias():
+    layer = Linear(3, 2, dtype=np.float64, rng=0)
+    weight = Parameter(np.arange(6, dtype=np.float64).reshape(3, 2))
+    bias = Parameter(np.array([0.5, -0.5]))
+    x = standard_normal((4, 3), np.float64)
+
+    layer.weight = weight
+    layer.bias = bias
+    y = layer.forward(x)
+
+    assert layer.weight is weight
+    assert layer.bias is bias
+    assert layer.parameters() == [weight, bias]
+    np.testing.assert_allclose(y, x @ weight.data + bias.data, **TOLERANCE[np.float64])
+
+
+@pytest.mark.parametrize(
+    "name, value, error, message",
+    [
+        pytest.param("weight", Parameter(np.ones((3, 5), np.float32)), ValueError,
+                     r"Linear.weight must be a Parameter of shape \(400, 800\) and dtype float32, "
+                     r"got shape \(3, 5\) and dtype float32", id="weight_shape"),
+        pytest.param("weight", Parameter(np.ones((800, 400), np.float32)), ValueError,
+                     r"got shape \(800, 400\)", id="weight_transposed"),
+        pytest.param("weight", Parameter(np.ones((400, 800), np.float64)), ValueError,
+                     r"dtype float32, got shape \(400, 800\) and dtype float64", id="weight_dtype"),
+        pytest.param("weight", np.ones((400, 800), np.float32), TypeError,
+                     "Linear.weight must be a Parameter, got ndarray", id="weight_array"),
+        pytest.param("weight", None, TypeError,
+                     "Linear.weight must be a Parameter, got NoneType", id="weight_none"),
+        pytest.param("bias", Parameter(np.ones(799, np.float32)), ValueError,
+                     r"Linear.bias must be a Parameter of shape \(800,\) and dtype float32, "
+                     r"got shape \(799,\)", id="bias_shape"),
+        pytest.param("bias", Parameter(np.ones((1, 800), np.float32)), ValueError,
+                     r"got shape \(1, 800\)", id="bias_2d"),
+        pytest.param("bias", Parameter(np.ones(800, np.float64)), ValueError,
+                     "and dtype float64", id="bias_dtype"),
+        pytest.param("bias", None, ValueError,
+                     "bias cannot be set to None on a layer built with bias=True", id="bias_none"),
+    ],
+)
+def test_linear_rejects_invalid_parameter(name, value, error, message):
+    # The compiled kernels trust these shapes, so a mismatch must never reach them.
+    layer = Linear(400, 800, rng=0)
+    before = getattr(layer, name)
+
+    with pytest.raises(error, match=message):
+        setattr(layer, name, value)
+
+    assert getattr(layer, name) is before
+
+
+def test_linear_without_bias_cannot_get_one():
+    layer = Linear(3, 2, bias=False, rng=0)
+
+    with pytest.raises(ValueError, match="built with bias=False cannot get a bias"):
+        layer.bias = Parameter(np.zeros(2, dtype=np.float32))
+    layer.bias = None
+
+    assert layer.bias is None
+    assert len(layer.parameters()) == 1
+
+
+@pytest.mark.parametrize(
+    "name, value", [("in_features", 3), ("out_features", 2), ("dtype", np.float32)], ids=["in", "out", "dtype"]
+)
+def test_linear_sizes_are_read_only(name, value):
+    layer = Linear(3, 2, rng=0)
+
+    with pytest.raises(AttributeError):
+        setattr(layer, name, 5000)
+
+    assert getattr(layer, name) == value
+    assert layer.weight.shape == (3, 2)
 
 
 # ---------------------------------------------------------------------------
@@ -494,6 +586,54 @@ def test_loss_accepts_integer_label_dtypes(label_dtype):
 
     expected, _ = reference.softmax_cross_entropy(z, labels.astype(np.int64))
     assert value == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("label_dtype", [">i8", ">i4", ">u2", "<i8"], ids=["int64_be", "int32_be", "uint16_be", "int64_le"])
+def test_loss_accepts_any_label_byte_order(label_dtype):
+    z = standard_normal((3, 5), np.float64)
+    labels = np.array([4, 0, 2], dtype=label_dtype)
+    loss = SoftmaxCrossEntropy()
+
+    value = loss.forward(z, labels)
+    dz = loss.backward().copy()
+
+    expected, expected_dz = reference.softmax_cross_entropy(z, np.array([4, 0, 2]))
+    assert value == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(dz, expected_dz, **TOLERANCE[np.float64])
+    assert labels.dtype == np.dtype(label_dtype)
+
+
+def test_loss_byte_swapped_label_out_of_range():
+    z = standard_normal((2, 3), np.float32)
+
+    with pytest.raises(IndexError, match=r"targets\[1\] = 3"):
+        SoftmaxCrossEntropy().forward(z, np.array([0, 3], dtype=">i8"))
+
+
+def test_loss_reduction_can_change():
+    z = standard_normal((4, 3), np.float64)
+    labels = np.array([0, 2, 1, 1])
+    loss = SoftmaxCrossEntropy()
+
+    mean = loss.forward(z, labels)
+    loss.reduction = "sum"
+    total = loss.forward(z, labels)
+    loss.reduction = "none"
+    rows = loss.forward(z, labels)
+
+    assert total == pytest.approx(4 * mean, rel=1e-12)
+    assert rows.shape == (4,)
+    assert rows.sum() == pytest.approx(total, rel=1e-12)
+
+
+@pytest.mark.parametrize("value", ["average", None, 0, ["mean"]], ids=["average", "none_value", "int", "list"])
+def test_loss_reduction_setter_validates(value):
+    loss = SoftmaxCrossEntropy("sum")
+
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum' or 'none'"):
+        loss.reduction = value
+
+    assert loss.reduction == "sum"
 
 
 def test_loss_empty_batch_mean_is_nan():
@@ -780,6 +920,72 @@ def test_predict_does_not_modify_input():
     np.testing.assert_array_equal(x, before)
 
 
+class PassThrough:
+    """A custom layer whose predict returns its input itself."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+    def parameters(self):
+        return []
+
+    def predict(self, x):
+        return x
+
+
+class SliceView(PassThrough):
+    """A custom layer whose predict returns a view of its input."""
+
+    def predict(self, x):
+        return x[:, :]
+
+
+class StoredOutput(PassThrough):
+    """A custom layer whose predict returns an array that it keeps."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def predict(self, x):
+        return self.values
+
+
+@pytest.mark.parametrize("custom", [PassThrough, SliceView], ids=["same_object", "view"])
+@pytest.mark.parametrize("activation", [ReLU, Sigmoid, Tanh], ids=["relu", "sigmoid", "tanh"])
+def test_predict_after_custom_layer_keeps_input(custom, activation):
+    model = Sequential(custom(), activation())
+    x = np.array([[-1.0, 0.5, 2.0]], dtype=np.float32)
+    before = x.copy()
+
+    y = model.predict(x)
+
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(y, activation().predict(before))
+    assert not np.shares_memory(y, x)
+
+
+def test_predict_keeps_array_stored_by_custom_layer():
+    stored = np.array([[-1.0, 2.0]])
+    model = Sequential(StoredOutput(stored), ReLU())
+
+    y = model.predict(np.zeros((1, 2)))
+
+    np.testing.assert_array_equal(stored, [[-1.0, 2.0]])
+    np.testing.assert_array_equal(y, [[0.0, 2.0]])
+
+
+def test_predict_in_nested_model_keeps_input():
+    model = Sequential(Sequential(PassThrough()), ReLU())
+    x = np.array([[-3.0, 1.0]])
+
+    model.predict(x)
+
+    np.testing.assert_array_equal(x, [[-3.0, 1.0]])
+
+
 def test_concurrent_predict_matches_serial():
     model = mlp([16, 32, 4], activation="tanh", rng=0)
     batches = [make_batch(50, 16, 4, np.float32, seed=seed)[0] for seed in range(16)]
@@ -835,6 +1041,19 @@ def test_sequential_properties():
     assert len(model) == 3
     assert isinstance(model[1], ReLU)
     assert len(model.parameters()) == 4
+
+
+def test_sequential_layers_are_read_only():
+    model = mlp([3, 4, 2], rng=0)
+    layers = model.layers
+
+    with pytest.raises(AttributeError, match="Sequential.layers is read-only"):
+        model.layers = (Linear(3, 2, rng=1),)
+    with pytest.raises(AttributeError, match="Sequential.layers is read-only"):
+        del model.layers
+
+    assert model.layers is layers
+    assert isinstance(model.layers, tuple)
 
 
 def test_mlp_structure():

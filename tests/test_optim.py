@@ -327,7 +327,7 @@ def test_generator_of_params_accepted():
 
     optimizer = Adam(param for param in params)
 
-    assert optimizer.params == params
+    assert optimizer.params == tuple(params)
 
 
 # ---------------------------------------------------------------------------
@@ -429,6 +429,157 @@ def test_weight_decay_setter_validates():
         optimizer.weight_decay = -0.5
 
     assert optimizer.weight_decay == 0.5
+
+
+# ---------------------------------------------------------------------------
+# Hyperparameters changed after construction
+# ---------------------------------------------------------------------------
+
+
+def test_sgd_momentum_enabled_later_matches_constructor():
+    params, gradients = make_problem(np.float64)
+    initial = [param.data.copy() for param in params]
+    optimizer = SGD(params, lr=0.05)
+
+    optimizer.momentum = 0.9
+    run_optimizer(optimizer, params, gradients)
+
+    expected = numpy_sgd(initial, gradients, lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0)
+    assert len(optimizer.velocity) == len(params)
+    for param, want in zip(params, expected):
+        np.testing.assert_allclose(param.data, want, **TOLERANCE[np.float64])
+
+
+def test_sgd_nesterov_enabled_later_matches_constructor():
+    params, gradients = make_problem(np.float32)
+    initial = [param.data.copy() for param in params]
+    optimizer = SGD(params, lr=0.02)
+
+    optimizer.momentum = 0.5
+    optimizer.nesterov = True
+    run_optimizer(optimizer, params, gradients)
+
+    expected = numpy_sgd(initial, gradients, lr=0.02, momentum=0.5, nesterov=True, weight_decay=0.0)
+    for param, want in zip(params, expected):
+        np.testing.assert_allclose(param.data, want, **TOLERANCE[np.float32])
+
+
+def test_sgd_momentum_change_keeps_velocity():
+    param = Parameter(np.array([0.0]))
+    param.grad[...] = [1.0]
+    optimizer = SGD([param], lr=1.0, momentum=0.5)
+    optimizer.step()
+    velocity = optimizer.velocity[0]
+
+    optimizer.momentum = 0.25
+    optimizer.step()
+
+    # v2 = 0.25 * v1 + g = 1.25, so the parameter moved by v1 + v2 = 2.25.
+    assert optimizer.velocity[0] is velocity
+    np.testing.assert_array_equal(velocity, [1.25])
+    np.testing.assert_array_equal(param.data, [-2.25])
+
+
+def test_sgd_momentum_zero_discards_velocity():
+    param = Parameter(np.array([0.0]))
+    param.grad[...] = [1.0]
+    optimizer = SGD([param], lr=1.0, momentum=0.5)
+    optimizer.step()
+
+    optimizer.momentum = 0.0
+    optimizer.step()
+    optimizer.momentum = 0.5
+    optimizer.step()
+
+    # Steps of 1 (v1 = 1), 1 (plain SGD) and 1 (the velocity restarts at 0).
+    assert len(optimizer.velocity) == 1
+    np.testing.assert_array_equal(optimizer.velocity[0], [1.0])
+    np.testing.assert_array_equal(param.data, [-3.0])
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        pytest.param(1.0, ValueError, "momentum must be .*< 1", id="one"),
+        pytest.param(-0.1, ValueError, "momentum must be >= 0", id="negative"),
+        pytest.param(float("nan"), ValueError, "momentum must be finite", id="nan"),
+        pytest.param("0.9", TypeError, "momentum must be a real number", id="string"),
+    ],
+)
+def test_sgd_momentum_setter_validates(value, error, message):
+    optimizer = SGD(one_param(), lr=0.1)
+
+    with pytest.raises(error, match=message):
+        optimizer.momentum = value
+
+    assert optimizer.momentum == 0.0
+    assert optimizer.velocity == []
+
+
+def test_sgd_nesterov_stays_consistent_with_momentum():
+    optimizer = SGD(one_param(), lr=0.1)
+
+    with pytest.raises(ValueError, match="nesterov=True requires momentum > 0"):
+        optimizer.nesterov = True
+    with pytest.raises(TypeError, match="nesterov must be True or False, got int"):
+        optimizer.nesterov = 1
+    optimizer.momentum = 0.9
+    optimizer.nesterov = True
+    with pytest.raises(ValueError, match="momentum must be > 0 while nesterov is True"):
+        optimizer.momentum = 0.0
+
+    assert optimizer.momentum == 0.9
+    assert optimizer.nesterov is True
+
+
+@pytest.mark.parametrize(
+    "name, value, error, message",
+    [
+        pytest.param("betas", (1.0, 0.999), ValueError, r"betas\[0\] must be .*< 1", id="beta1_one"),
+        pytest.param("betas", (0.9, 1.0), ValueError, r"betas\[1\] must be .*< 1", id="beta2_one"),
+        pytest.param("betas", 0.9, ValueError, "betas must be a pair", id="scalar_betas"),
+        pytest.param("betas", (0.9, None), TypeError, r"betas\[1\] must be a real number", id="none_beta2"),
+        pytest.param("eps", 0.0, ValueError, "eps must be > 0", id="zero_eps"),
+        pytest.param("eps", float("inf"), ValueError, "eps must be finite", id="inf_eps"),
+        pytest.param("step_count", -1, ValueError, "step_count must be >= 0, got -1", id="negative_steps"),
+        pytest.param("step_count", 1.5, TypeError, "step_count must be an int", id="float_steps"),
+    ],
+)
+def test_adam_setters_validate(name, value, error, message):
+    optimizer = Adam(one_param())
+    before = getattr(optimizer, name)
+
+    with pytest.raises(error, match=message):
+        setattr(optimizer, name, value)
+
+    assert getattr(optimizer, name) == before
+
+
+def test_adam_hyperparameters_changed_later_match_constructor():
+    params, gradients = make_problem(np.float64)
+    initial = [param.data.copy() for param in params]
+    optimizer = Adam(params, lr=0.01)
+
+    optimizer.betas = (0.8, 0.99)
+    optimizer.eps = 1e-6
+    run_optimizer(optimizer, params, gradients)
+
+    expected = numpy_adam(initial, gradients, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.0)
+    assert optimizer.betas == (0.8, 0.99)
+    for param, want in zip(params, expected):
+        np.testing.assert_allclose(param.data, want, **TOLERANCE[np.float64])
+
+
+def test_params_are_read_only():
+    # The optimizer state holds one buffer per Parameter, of that Parameter's size.
+    optimizer = SGD(one_param(), lr=0.1, momentum=0.9)
+
+    with pytest.raises(AttributeError, match="Optimizer.params is read-only"):
+        optimizer.params = [Parameter(np.zeros(1000))]
+    with pytest.raises(TypeError):
+        optimizer.params[0] = Parameter(np.zeros(1000))
+
+    assert optimizer.params[0].shape == (2,)
 
 
 @pytest.mark.parametrize("make_optimizer", [

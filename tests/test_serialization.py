@@ -1,15 +1,35 @@
 """Tests for nnback.serialization: round trips, damaged and foreign files, atomic saves."""
 
+import io
 import json
 import os
 import pathlib
+import re
+import stat
+import struct
+import tracemalloc
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
 
-from nnback import serialization
+from nnback import _files, serialization
+from nnback._files import atomic_write
 from nnback.layers import Linear, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy, Tanh, mlp
-from nnback.serialization import ARCHITECTURE_KEY, FORMAT_VERSION, VERSION_KEY, load, save
+from nnback.serialization import (
+    ARCHITECTURE_KEY,
+    FORMAT_VERSION,
+    MAX_ARCHITECTURE_BYTES,
+    VERSION_KEY,
+    load,
+    save,
+)
+
+# Peak of traced allocations allowed while rejecting a file whose architecture
+# declares a 3000 x 3000 layer (36 MB in float32): the rejection must happen
+# before any array of that size exists.
+SMALL_PEAK_BYTES = 4 * 2**20
 
 
 def trained_model(dtype=np.float32, activation="relu", seed=0):
@@ -267,15 +287,238 @@ def test_empty_zip_rejected(tmp_path):
         load(path)
 
 
-def test_pickled_object_array_rejected(tmp_path, saved):
+UNPICKLED = []
+
+
+def record_unpickling():
+    UNPICKLED.append(True)
+    return "payload"
+
+
+class RecordsUnpickling:
+    """An object whose unpickling appends to UNPICKLED."""
+
+    def __reduce__(self):
+        return record_unpickling, ()
+
+
+@pytest.mark.parametrize("name", ["layers.0.bias", "payload"])
+def test_pickled_object_array_never_unpickled(tmp_path, saved, name):
     _, path = saved
     entries = read_entries(path)
-    entries["layers.0.bias"] = np.array([{"payload": 1}], dtype=object)
+    entries[name] = np.array([RecordsUnpickling()], dtype=object)
+    tampered = tmp_path / "pickled.npz"
+    write_entries(tampered, entries)
+    UNPICKLED.clear()
+
+    with pytest.raises(ValueError, match=f"{name}"):
+        load(tampered)
+
+    assert UNPICKLED == []
+
+
+def test_pickled_parameter_rejected_by_dtype(tmp_path, saved):
+    _, path = saved
+    entries = read_entries(path)
+    entries["layers.0.bias"] = np.array([RecordsUnpickling()], dtype=object)
     tampered = tmp_path / "pickled.npz"
     write_entries(tampered, entries)
 
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(ValueError, match="'layers.0.bias' has dtype object, expected float32"):
         load(tampered)
+
+
+# ---------------------------------------------------------------------------
+# Archives built entry by entry
+# ---------------------------------------------------------------------------
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def npy_header(shape, descr="<f4"):
+    """Return the bytes of a .npy header for ``shape`` and ``descr``, without data."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+def architecture_bytes(layers, dtype="float32"):
+    text = json.dumps({"dtype": dtype, "layers": layers, "nnback_version": "0"})
+    return npy_bytes(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))
+
+
+def linear_spec(in_features, out_features, bias=False):
+    return {"kind": "linear", "in_features": in_features, "out_features": out_features, "bias": bias}
+
+
+def write_members(path, members):
+    """Write a zip archive from (member name, bytes) pairs, in order."""
+    with warnings.catch_warnings():
+        # zipfile warns about repeated names, which one test writes on purpose.
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+
+
+def base_members(layers):
+    return [
+        (f"{VERSION_KEY}.npy", npy_bytes(np.array(FORMAT_VERSION, dtype=np.int64))),
+        (f"{ARCHITECTURE_KEY}.npy", architecture_bytes(layers)),
+    ]
+
+
+def set_declared_size(path, member, size):
+    """Overwrite both sizes that the zip central directory records for ``member``."""
+    data = bytearray(path.read_bytes())
+    directory_start = data.index(b"PK\x01\x02")
+    record = data.index(member.encode("utf-8"), directory_start) - 46
+    assert data[record:record + 4] == b"PK\x01\x02"
+    struct.pack_into("<II", data, record + 20, size, size)
+    path.write_bytes(bytes(data))
+
+
+def load_rejection(path):
+    """Return (message of the ValueError that load(path) raises, peak of traced allocations)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as error:
+            load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return str(error.value), peak
+
+
+def test_large_architecture_without_arrays_allocates_little(tmp_path):
+    path = tmp_path / "small.npz"
+    write_members(path, base_members([linear_spec(3000, 3000)]))
+
+    message, peak = load_rejection(path)
+
+    assert "'layers.0.weight' is missing" in message
+    assert peak < SMALL_PEAK_BYTES
+
+
+def test_array_header_without_data_allocates_little(tmp_path):
+    path = tmp_path / "small.npz"
+    members = base_members([linear_spec(3000, 3000)])
+    members.append(("layers.0.weight.npy", npy_header((3000, 3000))))
+    write_members(path, members)
+
+    message, peak = load_rejection(path)
+
+    assert re.search(r"'layers.0.weight' declares \d+ bytes, but its .npy header describes", message)
+    assert peak < SMALL_PEAK_BYTES
+
+
+def test_entry_larger_than_file_allocates_little(tmp_path):
+    path = tmp_path / "small.npz"
+    header = npy_header((3000, 3000))
+    members = base_members([linear_spec(3000, 3000)])
+    members.append(("layers.0.weight.npy", header))
+    write_members(path, members)
+    set_declared_size(path, "layers.0.weight.npy", len(header) + 3000 * 3000 * 4)
+
+    message, peak = load_rejection(path)
+
+    assert "does not fit in the file" in message
+    assert peak < SMALL_PEAK_BYTES
+
+
+def test_load_draws_no_random_weights(saved, monkeypatch):
+    model, path = saved
+
+    def no_generator(*args, **kwargs):
+        raise AssertionError("load must not draw initial weights")
+
+    monkeypatch.setattr(np.random, "default_rng", no_generator)
+    loaded = load(path)
+
+    for original, restored in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(restored.data, original.data)
+
+
+def test_loaded_parameters_are_native_and_writable(tmp_path, saved):
+    def change(entries):
+        for name in list(entries):
+            if name.startswith("layers."):
+                entries[name] = entries[name].astype(entries[name].dtype.newbyteorder(">"))
+
+    model, _ = saved
+    path = tampered_file(tmp_path, saved, change)
+
+    loaded = load(path)
+
+    for original, restored in zip(model.parameters(), loaded.parameters()):
+        assert restored.dtype == np.float32
+        assert restored.data.dtype.isnative
+        assert restored.data.flags.writeable
+        np.testing.assert_array_equal(restored.data, original.data)
+
+
+@pytest.mark.parametrize(
+    "extra_name",
+    [
+        pytest.param("payload.npy", id="npy_entry"),
+        pytest.param("notes.txt", id="text_entry"),
+        pytest.param("layers.0.weights.npy", id="misspelled_parameter"),
+        pytest.param("layers.00.weight.npy", id="leading_zero"),
+        pytest.param("nested/layers.0.weight.npy", id="directory"),
+    ],
+)
+def test_unknown_entry_rejected_before_reading(tmp_path, extra_name):
+    path = tmp_path / "extra.npz"
+    members = base_members([linear_spec(2, 3)])
+    members.append(("layers.0.weight.npy", npy_bytes(np.ones((2, 3), dtype=np.float32))))
+    members.append((extra_name, b"not read"))
+    write_members(path, members)
+
+    with pytest.raises(ValueError, match="entries that an nnback model file never has") as error:
+        load(path)
+
+    assert extra_name in str(error.value)
+
+
+def test_repeated_entry_rejected(tmp_path):
+    path = tmp_path / "repeated.npz"
+    members = base_members([linear_spec(2, 3)])
+    members.append(("layers.0.weight.npy", npy_bytes(np.ones((2, 3), dtype=np.float32))))
+    members.append(("layers.0.weight.npy", npy_bytes(np.zeros((2, 3), dtype=np.float32))))
+    write_members(path, members)
+
+    with pytest.raises(ValueError, match="contains the entry 'layers.0.weight.npy' more than once"):
+        load(path)
+
+
+def test_fortran_order_array_loads(tmp_path):
+    weight = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    path = tmp_path / "fortran.npz"
+    members = base_members([linear_spec(2, 3)])
+    members.append(("layers.0.weight.npy", npy_bytes(weight)))
+    write_members(path, members)
+
+    loaded = load(path)
+
+    np.testing.assert_array_equal(loaded.layers[0].weight.data, weight)
+    assert loaded.layers[0].weight.data.flags.c_contiguous
+
+
+def test_compressed_archive_loads(tmp_path, saved):
+    model, _ = saved
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, **read_entries(saved[1]))
+
+    loaded = load(path)
+
+    for original, restored in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(restored.data, original.data)
 
 
 # ---------------------------------------------------------------------------
@@ -391,6 +634,71 @@ def test_mismatched_file_rejected(tmp_path, saved, change, message):
         load(path)
 
 
+def set_raw_architecture(entries, text):
+    entries[ARCHITECTURE_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def layer_edit(index, **fields):
+    return lambda e: set_architecture(e, lambda a: a["layers"][index].update(fields))
+
+
+DEEP_NESTING = 100_000
+
+# Architecture fields of the wrong JSON type or out of range. Each must raise a
+# ValueError that names the file and the field, never TypeError or RecursionError.
+ARCHITECTURE_TYPE_CASES = [
+    pytest.param(lambda e: set_architecture(e, lambda a: a.update(dtype=["float32"])),
+                 r"has dtype \['float32'\], expected 'float32', 'float64' or null", id="dtype_list"),
+    pytest.param(lambda e: set_architecture(e, lambda a: a.update(dtype={"name": "float32"})),
+                 r"has dtype \{'name': 'float32'\}", id="dtype_object"),
+    pytest.param(lambda e: set_architecture(e, lambda a: a.update(dtype=32)),
+                 "has dtype 32", id="dtype_number"),
+    pytest.param(layer_edit(1, kind=["relu"]), r"layers\[1\] has kind \['relu'\]", id="kind_list"),
+    pytest.param(layer_edit(0, kind={"linear": True}), r"layers\[0\] has kind \{'linear': True\}", id="kind_object"),
+    pytest.param(layer_edit(1, kind=None), r"layers\[1\] has kind None", id="kind_null"),
+    pytest.param(lambda e: set_architecture(e, lambda a: a["layers"].__setitem__(1, "relu")),
+                 r"layers\[1\] must be a JSON object, got 'relu'", id="layer_string"),
+    pytest.param(lambda e: set_architecture(e, lambda a: a["layers"].__setitem__(1, ["relu"])),
+                 r"layers\[1\] must be a JSON object", id="layer_list"),
+    pytest.param(layer_edit(0, in_features="4"), r"layers\[0\].in_features must be a non-negative integer",
+                 id="size_string"),
+    pytest.param(layer_edit(0, in_features=True), r"layers\[0\].in_features must be .* got True", id="size_bool"),
+    pytest.param(layer_edit(0, in_features=4.0), r"layers\[0\].in_features must be .* got 4.0", id="size_float"),
+    pytest.param(layer_edit(0, out_features=None), r"layers\[0\].out_features must be .* got None", id="size_null"),
+    pytest.param(layer_edit(2, out_features=-5), r"layers\[2\].out_features must be .* got -5", id="size_negative"),
+    pytest.param(layer_edit(0, in_features=2**31), r"layers\[0\].in_features must be a non-negative integer "
+                 r"of at most 2147483647, got 2147483648", id="size_above_blas_limit"),
+    pytest.param(layer_edit(0, in_features=10**30), r"layers\[0\].in_features must be", id="size_huge"),
+    pytest.param(layer_edit(0, in_features=[4]), r"layers\[0\].in_features must be .* got \[4\]", id="size_list"),
+    pytest.param(layer_edit(0, bias=None), r"layers\[0\].bias must be true or false, got None", id="bias_null"),
+    pytest.param(layer_edit(0, bias=1), r"layers\[0\].bias must be true or false, got 1", id="bias_number"),
+    pytest.param(lambda e: set_architecture(e, lambda a: a.update(layers={"0": {"kind": "relu"}})),
+                 "JSON object with a 'layers' list", id="layers_object"),
+    pytest.param(lambda e: set_raw_architecture(e, '[{"kind": "relu"}]'),
+                 "JSON object with a 'layers' list", id="architecture_list"),
+    pytest.param(lambda e: set_raw_architecture(e, "[" * DEEP_NESTING + "]" * DEEP_NESTING),
+                 "nests JSON arrays or objects too deeply", id="deep_nesting"),
+    pytest.param(lambda e: set_raw_architecture(
+        e, '{"dtype": "float32", "layers": [], "nnback_version": ' + "[" * DEEP_NESTING + "]" * DEEP_NESTING + "}"),
+        "nests JSON arrays or objects too deeply", id="deep_nesting_in_field"),
+    pytest.param(lambda e: set_raw_architecture(
+        e, '{"dtype": "float32", "layers": [{"kind": "linear", "in_features": 1' + "0" * 5000 + "}]}"),
+        "is not valid UTF-8 JSON", id="integer_too_long"),
+    pytest.param(lambda e: set_raw_architecture(e, " " * MAX_ARCHITECTURE_BYTES + '{"layers": []}'),
+                 f"bytes, more than the limit of {MAX_ARCHITECTURE_BYTES}", id="too_large"),
+]
+
+
+@pytest.mark.parametrize("change, message", ARCHITECTURE_TYPE_CASES)
+def test_architecture_of_wrong_type_rejected(tmp_path, saved, change, message):
+    path = tampered_file(tmp_path, saved, change)
+
+    with pytest.raises(ValueError, match=message) as error:
+        load(path)
+
+    assert str(error.value).startswith(f"{str(path)!r}")
+
+
 def test_inconsistent_layer_sizes_rejected(tmp_path, saved):
     def change(entries):
         # Both arrays match the edited architecture, but the layers no longer chain.
@@ -449,6 +757,83 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def default_file_mode(directory):
+    reference_path = directory / "reference_file"
+    reference_path.write_bytes(b"")
+    mode = reference_path.stat().st_mode & 0o777
+    reference_path.unlink()
+    return mode
+
+
+def test_save_keeps_mode_of_existing_file(tmp_path, saved):
+    model, path = saved
+    mode = 0o600 if default_file_mode(tmp_path) != 0o600 else 0o640
+    path.chmod(mode)
+
+    save(trained_model(seed=4), path)
+
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_save_through_symlink_replaces_target(tmp_path, saved):
+    _, target = saved
+    link = tmp_path / "link.npz"
+    link.symlink_to(target.name)
+    replacement = trained_model(seed=6)
+
+    save(replacement, link)
+
+    assert link.is_symlink()
+    assert os.readlink(link) == target.name
+    np.testing.assert_array_equal(load(target).layers[0].weight.data, replacement.layers[0].weight.data)
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "model.npz"]
+
+
+def test_save_through_dangling_symlink_creates_target(tmp_path):
+    (tmp_path / "models").mkdir()
+    link = tmp_path / "latest.npz"
+    link.symlink_to(pathlib.Path("models") / "model.npz")
+
+    save(trained_model(), link)
+
+    assert link.is_symlink()
+    assert (tmp_path / "models" / "model.npz").is_file()
+    assert len(load(link).parameters()) == 6
+
+
+def test_save_with_long_file_name(tmp_path):
+    path = tmp_path / ("m" * 246 + ".npz")
+
+    save(trained_model(), path)
+
+    assert len(path.name) == 250
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_save_rejects_empty_path():
+    with pytest.raises(ValueError, match="path is empty"):
+        save(trained_model(), "")
+
+
+def test_save_to_directory_raises(tmp_path):
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        save(trained_model(), tmp_path)
+
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_save_to_fifo_rejected(tmp_path):
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+
+    with pytest.raises(ValueError, match="is not a regular file"):
+        save(trained_model(), path)
+
+    assert stat.S_ISFIFO(path.stat().st_mode)
+    assert os.listdir(tmp_path) == ["pipe"]
+
+
 def test_save_into_missing_directory_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save(trained_model(), tmp_path / "no_such_dir" / "model.npz")
@@ -478,6 +863,65 @@ def test_save_rejects_unknown_layer(tmp_path):
     with pytest.raises(TypeError, match=r"cannot save layers\[1\] of type Scale"):
         save(model, tmp_path / "model.npz")
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# atomic_write
+# ---------------------------------------------------------------------------
+
+
+def test_atomic_write_text_mode(tmp_path):
+    path = tmp_path / "labels.csv"
+
+    result = atomic_write(path, lambda file: file.write("1,caf\u00e9\n"), binary=False)
+
+    assert result == 7
+    assert path.read_bytes() == "1,caf\u00e9\n".encode("utf-8")
+
+
+def test_atomic_write_uses_short_temporary_name(tmp_path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+
+    def recording_replace(source, destination):
+        renames.append((source, destination))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    path = tmp_path / "output.bin"
+
+    atomic_write(path, lambda file: file.write(b"data"))
+
+    [(source, destination)] = renames
+    assert os.path.dirname(source) == str(tmp_path)
+    assert re.fullmatch(r"\.nnback-[0-9a-f]{16}\.tmp", os.path.basename(source))
+    assert destination == str(path)
+
+
+def test_atomic_write_failure_keeps_old_text(tmp_path):
+    path = tmp_path / "output.txt"
+    path.write_text("old\n")
+
+    def fail_halfway(file):
+        file.write("new")
+        raise SimulatedCrash("disk full")
+
+    with pytest.raises(SimulatedCrash):
+        atomic_write(path, fail_halfway, binary=False)
+
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["output.txt"]
+
+
+def test_atomic_write_bad_encoding_leaves_nothing(tmp_path):
+    with pytest.raises(LookupError):
+        atomic_write(tmp_path / "output.txt", lambda file: None, binary=False, encoding="no-such-codec")
+
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_module_exports():
+    assert _files.__all__ == ["atomic_write"]
 
 
 def test_serialization_module_exports():

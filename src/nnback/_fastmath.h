@@ -21,6 +21,11 @@
  *   nnb_relu_forward_f32/_f64(x, y, n)             y = x if x > 0, 0 if x <= 0, NaN if x is NaN
  *   nnb_relu_backward_f32/_f64(y, dy, dx, n)       dx = dy * m, m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN
  *
+ * Sums, accumulated in double precision and vectorized without reassociation:
+ *
+ *   double nnb_sum_f32/_f64(x, n)                           sum_i x[i]
+ *   void   nnb_sum_columns_f32(x, n_rows, n_columns, sums)  sums[j] = sum_i x[i * n_columns + j]
+ *
  * Method of the exponential. No libm call, table or branch, so GCC and clang vectorize
  * loops that call these functions without -ffast-math:
  *
@@ -487,6 +492,107 @@ static inline void nnb_relu_backward_f64(const double *y, const double *dy, doub
 {
     NNB_IVDEP
     for (ptrdiff_t i = 0; i < n; i++) dx[i] = dy[i] * nnb_relu_mask(y[i]);
+}
+
+/* ---- sums --------------------------------------------------------------------- */
+
+/* Independent partial sums per array sum. A fixed set of lanes is a summation order
+   that GCC can vectorize without -fassociative-math, and it shortens each lane's
+   chain of additions to n / NNB_SUM_LANES terms. */
+#define NNB_SUM_LANES 16  /* nnb_combine_lanes adds exactly 16 */
+
+/* Columns per block of nnb_sum_columns_f32, whose double accumulators (4 KiB)
+   live on the stack. */
+#define NNB_COLUMN_BLOCK 512
+
+
+/* lanes[0] + ... + lanes[15], added pairwise, so that each step is one vector addition. */
+NNB_INLINE double nnb_combine_lanes(double *lanes)
+{
+    for (int k = 0; k < 8; k++) lanes[k] += lanes[k + 8];
+    for (int k = 0; k < 4; k++) lanes[k] += lanes[k + 4];
+    for (int k = 0; k < 2; k++) lanes[k] += lanes[k + 2];
+    return lanes[0] + lanes[1];
+}
+
+
+/* Sum of x[0..n) for n >= NNB_SUM_LANES, in double over the partial sums. */
+NNB_TARGET_CLONES
+static inline double nnb_sum_lanes_f32(const float *x, ptrdiff_t n)
+{
+    double lanes[NNB_SUM_LANES] = {0};
+    ptrdiff_t i = 0;
+
+    for (; i + NNB_SUM_LANES <= n; i += NNB_SUM_LANES)
+        for (int k = 0; k < NNB_SUM_LANES; k++) lanes[k] += (double)x[i + k];
+
+    double total = nnb_combine_lanes(lanes);
+    for (; i < n; i++) total += (double)x[i];
+    return total;
+}
+
+
+NNB_TARGET_CLONES
+static inline double nnb_sum_lanes_f64(const double *x, ptrdiff_t n)
+{
+    double lanes[NNB_SUM_LANES] = {0};
+    ptrdiff_t i = 0;
+
+    for (; i + NNB_SUM_LANES <= n; i += NNB_SUM_LANES)
+        for (int k = 0; k < NNB_SUM_LANES; k++) lanes[k] += x[i + k];
+
+    double total = nnb_combine_lanes(lanes);
+    for (; i < n; i++) total += x[i];
+    return total;
+}
+
+
+/* sum_i x[i] for i < n, in double precision. Every float32 is exact in double, so a
+   sum of n terms has a relative error near n / NNB_SUM_LANES * 2^-53 times
+   sum_i |x[i]| / |sum_i x[i]|, and NaN or infinities give the IEEE result.
+   Rows shorter than NNB_SUM_LANES are summed in order, inline, because the call
+   to a target clone and the combining of the lanes would cost more than the sum. */
+NNB_INLINE double nnb_sum_f32(const float *x, ptrdiff_t n)
+{
+    if (n >= NNB_SUM_LANES) return nnb_sum_lanes_f32(x, n);
+
+    double total = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) total += (double)x[i];
+    return total;
+}
+
+
+NNB_INLINE double nnb_sum_f64(const double *x, ptrdiff_t n)
+{
+    if (n >= NNB_SUM_LANES) return nnb_sum_lanes_f64(x, n);
+
+    double total = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) total += x[i];
+    return total;
+}
+
+
+/* sums[j] = sum_i x[i * n_columns + j] for j < n_columns, over the n_rows rows of a
+   row-major matrix. Each column is accumulated in double and rounded to float once.
+   The columns go in blocks, so the inner loop still reads contiguous memory.
+   n_rows == 0 gives zeros. sums must not overlap x. */
+NNB_TARGET_CLONES
+static inline void nnb_sum_columns_f32(const float *x, ptrdiff_t n_rows,
+                                       ptrdiff_t n_columns, float *sums)
+{
+    double partial[NNB_COLUMN_BLOCK];
+
+    for (ptrdiff_t start = 0; start < n_columns; start += NNB_COLUMN_BLOCK) {
+        ptrdiff_t count = n_columns - start;
+        if (count > NNB_COLUMN_BLOCK) count = NNB_COLUMN_BLOCK;
+
+        for (ptrdiff_t k = 0; k < count; k++) partial[k] = 0.0;
+        for (ptrdiff_t i = 0; i < n_rows; i++) {
+            const float *row = x + i * n_columns + start;
+            for (ptrdiff_t k = 0; k < count; k++) partial[k] += (double)row[k];
+        }
+        for (ptrdiff_t k = 0; k < count; k++) sums[start + k] = (float)partial[k];
+    }
 }
 
 #endif /* NNBACK_FASTMATH_H */

@@ -10,6 +10,8 @@ outputs::
 
 The bias is added to every row of y, so each bias entry collects the gradient of
 its whole output column: db has one entry per output, summed over the B rows.
+Those column sums are accumulated in double precision for float32 too, so their
+rounding error does not grow with B as a float32 running sum's does.
 
 The matrix products are single ``gemm`` calls, and the transposes are gemm flags,
 never copies. The entry points trust their arguments: ``nnback.functional``
@@ -20,6 +22,12 @@ checks shapes, dtypes, layout and aliasing, and rejects dimensions above
 from cython cimport floating
 
 from nnback._blas cimport gemm
+
+
+cdef extern from "_fastmath.h" nogil:
+    # sums[j] = sum_i x[i * n_columns + j], accumulated in double and vectorized.
+    void nnb_sum_columns_f32(const float* x, Py_ssize_t n_rows, Py_ssize_t n_columns,
+                             float* sums)
 
 
 # ---------------------------------------------------------------------------
@@ -92,17 +100,21 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
 cdef void sum_columns(int n_samples, int n_outputs, const floating* dy,
                       floating* db) noexcept nogil:
-    # db[j] = sum_i dy[i, j], accumulated one row at a time so that the inner
-    # loop runs over contiguous memory. An empty batch gives zeros.
+    # db[j] = sum_i dy[i, j] in double precision, accumulated one row at a time
+    # so that the inner loop runs over contiguous memory. An empty batch gives
+    # zeros.
     cdef Py_ssize_t i, j
     cdef const floating* dy_row
 
-    for j in range(n_outputs):
-        db[j] = 0
-    for i in range(n_samples):
-        dy_row = dy + i * n_outputs
+    if floating is float:
+        nnb_sum_columns_f32(dy, n_samples, n_outputs, db)
+    else:
         for j in range(n_outputs):
-            db[j] += dy_row[j]
+            db[j] = 0
+        for i in range(n_samples):
+            dy_row = dy + i * n_outputs
+            for j in range(n_outputs):
+                db[j] += dy_row[j]
 
 
 cdef void linear_backward_rows(int n_samples, int n_features, int n_outputs,

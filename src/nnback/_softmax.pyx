@@ -28,8 +28,16 @@ Note [zero targets]: a probability target of exactly 0 contributes no loss, even
 where s is -inf (0 * log 0 = 0). A NaN row still has a NaN loss.
 
 exp is the vectorized exponential of ``_fastmath.h`` (within 1.05 ulp of the
-correctly rounded result), and log is the C library's. Row sums are accumulated
-in the dtype of z, and the sum of the row losses in double precision.
+correctly rounded result), and log is the C library's.
+
+Note [double sums]: the row sums of exponentials and of targets are accumulated
+in double precision for float32 input too, over 16 interleaved partial sums
+(``nnb_sum_f32``), which keeps them vectorized. Each sum is then rounded once to
+the dtype of z, in which the log-sum-exp, the row loss and the gradient are
+computed. A float32 running sum would stop growing once it is about 2**24 times
+its terms: a row of 2**24 or more equal logits would then have the loss
+log(2**24) whatever its width. The sum of the row losses is accumulated in
+double precision.
 
 The entry points trust their arguments: ``nnback.functional`` checks shapes,
 dtypes and layout, and range-checks class indices before calling them.
@@ -45,6 +53,9 @@ cdef extern from "_fastmath.h" nogil:
     # y[i] = e^x[i] for i < n, within 1.05 ulp and vectorized. y may be x itself.
     void nnb_exp_f32(const float* x, float* y, Py_ssize_t n)
     void nnb_exp_f64(const double* x, double* y, Py_ssize_t n)
+    # sum_i x[i] for i < n, accumulated in double over 16 vectorized partial sums.
+    double nnb_sum_f32(const float* x, Py_ssize_t n)
+    double nnb_sum_f64(const double* x, Py_ssize_t n)
 
 
 # Entries per block of the stack buffer that log_softmax exponentiates into.
@@ -75,6 +86,13 @@ cdef inline void exp_array(const floating* x, floating* y, Py_ssize_t n) noexcep
         nnb_exp_f64(x, y, n)
 
 
+cdef inline double sum_array(const floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return nnb_sum_f32(x, n)
+    else:
+        return nnb_sum_f64(x, n)
+
+
 cdef inline floating log_of(floating value) noexcept nogil:
     if floating is float:
         return logf(value)
@@ -93,35 +111,31 @@ cdef inline floating row_max(const floating* z, Py_ssize_t n_classes) noexcept n
     return maximum
 
 
-cdef inline floating exp_shifted(const floating* z, floating maximum,
-                                 floating* out, Py_ssize_t n_classes) noexcept nogil:
-    # out[j] = exp(z[j] - maximum), and the return value is the sum of out.
-    # The shift, the exponential and the sum are separate loops, so that the
-    # first two, which have no reduction, are vectorized. out may be z itself,
-    # because entry j is read before it is written.
-    cdef floating total = 0
+cdef inline double exp_shifted(const floating* z, floating maximum,
+                               floating* out, Py_ssize_t n_classes) noexcept nogil:
+    # out[j] = exp(z[j] - maximum), and the return value is the sum of out in
+    # double precision (Note [double sums]). The shift, the exponential and the
+    # sum are separate vectorized loops. out may be z itself, because entry j is
+    # read before it is written.
     cdef Py_ssize_t j
     for j in range(n_classes):
         out[j] = z[j] - maximum
     exp_array(out, out, n_classes)
-    for j in range(n_classes):
-        total += out[j]
-    return total
+    return sum_array(out, n_classes)
 
 
-cdef inline floating sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
-    # sum_j exp(values[j]), exponentiated block by block into a stack buffer,
-    # so that values is left unchanged.
+cdef inline double sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
+    # sum_j exp(values[j]) in double precision, exponentiated block by block
+    # into a stack buffer, so that values is left unchanged.
     cdef floating buffer[EXP_BLOCK]
-    cdef floating total = 0
+    cdef double total = 0
     cdef Py_ssize_t start = 0
-    cdef Py_ssize_t k, count
+    cdef Py_ssize_t count
 
     while start < n:
         count = min(<Py_ssize_t> EXP_BLOCK, n - start)
         exp_array(values + start, buffer, count)
-        for k in range(count):
-            total += buffer[k]
+        total += sum_array(buffer, count)
         start += count
     return total
 
@@ -142,7 +156,7 @@ cdef void softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         z_row = z + i * n_classes
         p_row = p + i * n_classes
         maximum = row_max(z_row, n_classes)
-        inverse_sum = 1 / exp_shifted(z_row, maximum, p_row, n_classes)
+        inverse_sum = 1 / <floating> exp_shifted(z_row, maximum, p_row, n_classes)
         for j in range(n_classes):
             p_row[j] *= inverse_sum
 
@@ -161,7 +175,7 @@ def softmax(const floating[:, ::1] z, floating[:, ::1] p):
 cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
                            const floating* z, floating* log_p) noexcept nogil:
     cdef Py_ssize_t i, j
-    cdef floating maximum, total, log_sum_exp
+    cdef floating maximum, log_sum_exp
     cdef const floating* z_row
     cdef floating* out_row
 
@@ -174,9 +188,7 @@ cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         # computed in place: z is not read again after this loop.
         for j in range(n_classes):
             out_row[j] = z_row[j] - maximum
-        total = sum_exp(out_row, n_classes)
-
-        log_sum_exp = log_of(total)
+        log_sum_exp = log_of(<floating> sum_exp(out_row, n_classes))
         for j in range(n_classes):
             out_row[j] -= log_sum_exp
 
@@ -216,7 +228,7 @@ cdef double cross_entropy_labels_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         label = labels[i]
 
         maximum = row_max(z_row, n_classes)
-        total = exp_shifted(z_row, maximum, dz_row, n_classes)
+        total = <floating> exp_shifted(z_row, maximum, dz_row, n_classes)
         # l_i = lse_i - s_ic with s_ic = z_ic - m_i.
         loss = log_of(total) - (z_row[label] - maximum)
 
@@ -286,10 +298,8 @@ cdef double cross_entropy_probabilities_rows(Py_ssize_t n_rows, Py_ssize_t n_cla
         dz_row = dz + i * n_classes
 
         maximum = row_max(z_row, n_classes)
-        target_sum = 0
-        for j in range(n_classes):
-            target_sum += t_row[j]
-        total = exp_shifted(z_row, maximum, dz_row, n_classes)
+        target_sum = <floating> sum_array(t_row, n_classes)
+        total = <floating> exp_shifted(z_row, maximum, dz_row, n_classes)
         log_sum_exp = log_of(total)
 
         # dz_row contains exp(s_ij), so p_ij * sum(t) = dz_row[j] * sum(t) / total.

@@ -14,12 +14,14 @@ import argparse
 import contextlib
 import math
 import os
+import stat
 import sys
 import time
 
 import numpy as np
 
 from nnback import datasets
+from nnback._files import atomic_write
 
 PROG = "nnback"
 EXIT_USAGE = 2
@@ -40,6 +42,14 @@ DEFAULT_SEED = 0
 # Test samples per forward pass when evaluating, to bound the memory of the
 # hidden activations on large test sets.
 EVALUATION_CHUNK = 4096
+
+# Bounds on the model that ``nnback train`` builds, checked before anything is
+# allocated. Labels are class indices, so the output layer has one unit per
+# index up to the largest label, and a stray large label would otherwise ask for
+# a huge output layer. The weight bound is the command's own sanity limit (8 GiB
+# in float32), with the value of the largest BLAS dimension.
+MAX_CLASSES = 1_000_000
+MAX_WEIGHT_ELEMENTS = 2**31 - 1
 
 class CommandError(Exception):
     """An error to report as one line on stderr, with exit status 2."""
@@ -76,6 +86,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -180,7 +200,7 @@ def build_parser():
         help="floating-point type of the parameters and the computation (default: float32)",
     )
     train.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED,
+        "--seed", type=_non_negative_int, default=DEFAULT_SEED,
         help="seed of the initial weights and of the shuffling (default: "
              f"{DEFAULT_SEED})",
     )
@@ -304,6 +324,73 @@ def _load_training_data(path):
         except ImportError as exc:
             raise CommandError(str(exc)) from exc
     return datasets.load_dataset(path)
+
+
+def _check_labels(source, data):
+    """Raise CommandError unless the labels give between 2 and MAX_CLASSES classes."""
+    n_classes = data.n_classes
+    if n_classes > MAX_CLASSES:
+        raise CommandError(
+            f"{source}: the largest label is {n_classes - 1}, so the output layer would "
+            f"need {n_classes:,} units, one per class index: expected labels below "
+            f"{MAX_CLASSES:,}; number the classes 0, 1, 2, ..."
+        )
+    if n_classes < 2:
+        raise CommandError(
+            f"{source}: the labels contain {n_classes} class(es): expected at least 2"
+        )
+
+
+def _estimate_training_bytes(args, layer_sizes, n_train, n_test):
+    """Return an estimate of the memory in bytes that :func:`train_model` allocates.
+
+    Counts the data, gradient and optimizer state of every parameter, the
+    float64 draw of the largest initial weight matrix, the forward outputs and
+    backward gradients of one batch and of one evaluation chunk, and the
+    training and test features in the computation dtype with the shuffled copy.
+    It leaves out the loaded float32 data and the interpreter itself.
+    """
+    itemsize = np.dtype(args.dtype).itemsize
+    layer_pairs = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+    n_parameters = sum(n_in * n_out + n_out for n_in, n_out in layer_pairs)
+    if args.optimizer == "adam":
+        state_copies = 2
+    else:
+        state_copies = 1 if args.momentum > 0 else 0
+    parameter_bytes = n_parameters * itemsize * (2 + state_copies)
+    initial_draw_bytes = max(n_in * n_out for n_in, n_out in layer_pairs) * 8
+
+    batch_rows = min(args.batch_size, n_train)
+    evaluation_rows = min(EVALUATION_CHUNK, n_test)
+    activation_bytes = 2 * (batch_rows + evaluation_rows) * sum(layer_sizes) * itemsize
+
+    data_bytes = (2 * n_train + n_test) * layer_sizes[0] * itemsize
+    return parameter_bytes + initial_draw_bytes + activation_bytes + data_bytes
+
+
+def _check_model_size(args, layer_sizes, n_train, n_test):
+    """Raise CommandError if the model is too large to build, before anything is allocated."""
+    model_text = "-".join(str(size) for size in layer_sizes)
+    for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        if n_in * n_out > MAX_WEIGHT_ELEMENTS:
+            raise CommandError(
+                f"the model {model_text} has a weight matrix of {n_in:,} x {n_out:,} = "
+                f"{n_in * n_out:,} elements, more than the {MAX_WEIGHT_ELEMENTS:,} that "
+                f"'nnback train' builds: use smaller --hidden sizes"
+            )
+
+    limit = datasets._memory_limit_bytes()
+    needed = _estimate_training_bytes(args, layer_sizes, n_train, n_test)
+    if limit is not None and needed > limit:
+        advice = "use smaller --hidden sizes or a smaller --batch-size"
+        if args.dtype == "float64":
+            advice += ", or --dtype float32"
+        raise CommandError(
+            f"the model {model_text} with {args.optimizer}, {args.dtype} and "
+            f"--batch-size {args.batch_size} needs about "
+            f"{datasets._format_bytes(needed)} (an estimate), more than the "
+            f"{datasets._format_bytes(limit)} of memory of this machine: {advice}"
+        )
 
 
 def _accuracy(model, x, y):
@@ -434,10 +521,9 @@ def run_train(args):
     source = args.data if args.data is not None else "digits"
     if data.x_test.shape[0] == 0:
         raise CommandError(f"{source}: the test split has no samples")
-    if data.n_classes < 2:
-        raise CommandError(
-            f"{source}: the labels contain {data.n_classes} class(es): expected at least 2"
-        )
+    _check_labels(source, data)
+    layer_sizes = [data.n_features, *args.hidden, data.n_classes]
+    _check_model_size(args, layer_sizes, data.x_train.shape[0], data.x_test.shape[0])
 
     progress = ProgressBar(args.epochs, sys.stderr)
     model, losses, accuracies, training_seconds = train_model(args, data, progress)
@@ -475,10 +561,16 @@ def _load_model(path):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
+    # load raises ValueError for a malformed file. The other errors here are
+    # caught too, so that no malformed file can end the command with a traceback.
     try:
         return load(path)
-    except (KeyError, EOFError) as exc:
+    except (KeyError, EOFError, TypeError, RecursionError) as exc:
         raise ValueError(f"{path}: not a valid nnback model file: {exc}") from exc
+    except MemoryError as exc:
+        raise ValueError(
+            f"{path}: not enough memory to build the model that the file describes"
+        ) from exc
 
 
 def _input_features(model):
@@ -494,26 +586,56 @@ def write_predictions(predictions, path):
     """Write int64 class predictions to ``path``, or to stdout if ``path`` is None.
 
     The format follows the extension: .npy writes the array, .csv a column with
-    the header ``prediction``, and any other name one label per line.
+    the header ``prediction``, and any other name one label per line. A regular
+    file is replaced atomically: the content goes to a temporary file in the
+    same directory that is renamed over ``path`` only after a complete write, so
+    a failed write leaves an existing file unchanged. A device or FIFO (such as
+    /dev/stdout) is written to directly.
     """
     if path is None:
-        sys.stdout.write("".join(f"{label}\n" for label in predictions))
+        sys.stdout.write(_prediction_lines(predictions))
         return
 
     extension = os.path.splitext(path)[1].lower()
     if extension == ".npy":
-        # np.save would append ".npy" to a name without it; the name here has it.
-        with open(path, "wb") as file:
+        # np.save would append ".npy" to a file name without it, but a file
+        # object is written as is.
+        def write(file):
             np.save(file, predictions, allow_pickle=False)
+        binary = True
+    else:
+        header = "prediction\n" if extension == ".csv" else ""
+
+        def write(file):
+            file.write(header)
+            file.write(_prediction_lines(predictions))
+        binary = False
+
+    if _is_special_file(path):
+        encoding = None if binary else "ascii"
+        with open(path, "wb" if binary else "w", encoding=encoding) as file:
+            write(file)
         return
-    header = "prediction\n" if extension == ".csv" else ""
-    with open(path, "w", encoding="ascii") as file:
-        file.write(header)
-        file.write("".join(f"{label}\n" for label in predictions))
+    atomic_write(path, write, binary=binary, encoding="ascii")
+
+
+def _prediction_lines(predictions):
+    return "".join(f"{label}\n" for label in predictions)
+
+
+def _is_special_file(path):
+    """Return whether ``path`` exists and is neither a regular file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def run_predict(args):
     """Run ``nnback predict`` and return the exit status."""
+    if args.output is not None and not _is_special_file(args.output):
+        _check_output_directory("--output", args.output)
     with _reporting_io_errors():
         model = _load_model(args.model)
         x, y = datasets.load_samples(args.data)
@@ -526,8 +648,19 @@ def run_predict(args):
         )
     x = np.ascontiguousarray(x, dtype=model.dtype)
     predictions = predict_classes(model, x)
-    with _reporting_io_errors():
-        write_predictions(predictions, args.output)
+    if args.output is None:
+        with _reporting_io_errors():
+            write_predictions(predictions, None)
+    else:
+        try:
+            write_predictions(predictions, args.output)
+        except (OSError, ValueError) as exc:
+            # An OSError from a failed write often has no file name (for
+            # example "[Errno 27] File too large"), so the message adds it.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CommandError(
+                f"--output {args.output}: writing the predictions failed: {reason}"
+            ) from exc
 
     if args.output is not None:
         print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)

@@ -24,9 +24,15 @@ to float32 without scaling. Samples with more than one dimension (images of shap
 
 Malformed input raises ValueError with a message that names the file and what is
 wrong. A missing file raises FileNotFoundError.
+
+.npz and .npy files are read without pickle, and only the arrays that a loader
+needs are decompressed. The shape and dtype of each needed array are checked
+from its .npy header first, so an archive member that is ignored, has the wrong
+dtype or shape, or would not fit in memory costs no decompression.
 """
 
 import gzip
+import math
 import os
 import struct
 import zipfile
@@ -39,6 +45,18 @@ DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+# The first bytes of a zip archive (a local file header, or the end-of-directory
+# record of an empty archive) and of an .npy file.
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+NPY_MAGIC = b"\x93NUMPY"
+
+# Errors that zipfile, zlib and numpy.lib.format raise for damaged input.
+# zipfile raises RuntimeError for an encrypted member and NotImplementedError for
+# an unsupported compression method.
+_ARCHIVE_ERRORS = (
+    ValueError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError,
+)
 
 # The four files of the MNIST distribution. Each may also be stored with a
 # ".gz" suffix.
@@ -122,24 +140,51 @@ def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
 # ---------------------------------------------------------------------------
 
 
+def _check_feature_layout(shape, dtype, name, source):
+    """Raise ValueError unless an array of ``shape`` and ``dtype`` can be a feature matrix.
+
+    ``name`` and ``source`` identify the array in error messages.
+    """
+    if len(shape) < 2:
+        raise ValueError(
+            f"{source}: {name} has shape {shape}: expected at least 2 "
+            f"dimensions (samples first, then features or pixels)"
+        )
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: {name} has dtype {dtype}: expected an integer, bool "
+            f"or floating-point array"
+        )
+    if math.prod(shape[1:]) == 0:
+        raise ValueError(
+            f"{source}: {name} has shape {shape}, which is 0 features per sample: "
+            f"expected at least 1 feature"
+        )
+
+
+def _check_label_layout(shape, dtype, name, source):
+    """Raise ValueError unless an array of ``shape`` and ``dtype`` can be a label vector."""
+    if len(shape) != 1:
+        raise ValueError(
+            f"{source}: {name} has shape {shape}: expected a 1-D array of "
+            f"class labels"
+        )
+    if dtype.kind not in "iu":
+        raise ValueError(
+            f"{source}: {name} has dtype {dtype}: expected integer class "
+            f"labels"
+        )
+
+
 def _as_features(array, name, source):
     """Return ``array`` as a float32 (n_samples, n_features) matrix.
 
     ``name`` and ``source`` identify the array in error messages.
     """
-    if array.ndim < 2:
-        raise ValueError(
-            f"{source}: {name} has shape {array.shape}: expected at least 2 "
-            f"dimensions (samples first, then features or pixels)"
-        )
-    if array.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{source}: {name} has dtype {array.dtype}: expected an integer, bool "
-            f"or floating-point array"
-        )
+    _check_feature_layout(array.shape, array.dtype, name, source)
 
     # An explicit width, because reshape(0, -1) cannot infer it for 0 samples.
-    flat = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+    flat = array.reshape(array.shape[0], math.prod(array.shape[1:]))
     if array.dtype == np.uint8:
         # 8-bit images: 0..255 maps to [0, 1].
         return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32)
@@ -148,16 +193,7 @@ def _as_features(array, name, source):
 
 def _as_labels(array, name, source):
     """Return ``array`` as an int64 vector of class indices >= 0."""
-    if array.ndim != 1:
-        raise ValueError(
-            f"{source}: {name} has shape {array.shape}: expected a 1-D array of "
-            f"class labels"
-        )
-    if array.dtype.kind not in "iu":
-        raise ValueError(
-            f"{source}: {name} has dtype {array.dtype}: expected integer class "
-            f"labels"
-        )
+    _check_label_layout(array.shape, array.dtype, name, source)
     if array.size and array.min() < 0:
         raise ValueError(
             f"{source}: {name} contains the negative label {array.min()}: expected "
@@ -169,6 +205,10 @@ def _as_labels(array, name, source):
             f"in int64"
         )
     return array.astype(np.int64)
+
+
+# Layout checks of the arrays that the loaders read, by the role of the array.
+_LAYOUT_CHECKS = {"features": _check_feature_layout, "labels": _check_label_layout}
 
 
 def _check_split(x, y, x_name, y_name, source):
@@ -199,41 +239,188 @@ def _make_dataset(arrays, source):
 
 
 # ---------------------------------------------------------------------------
-# .npz archives
+# .npy headers and .npz archives
 # ---------------------------------------------------------------------------
 
+# The role of each array of a training archive.
+NPZ_ROLES = {"x_train": "features", "y_train": "labels", "x_test": "features", "y_test": "labels"}
 
-def _read_npz(path):
-    """Return a dict of every array in the .npz file at ``path``.
 
-    Pickled object arrays are rejected, so loading runs no code from the file.
+def _memory_limit_bytes():
+    """Return the memory available to this process in bytes, or None if the OS does not report it.
+
+    This is the physical memory of the machine (``os.sysconf``), or the cgroup
+    v2 limit in /sys/fs/cgroup/memory.max when that is lower, as inside a
+    container with a memory limit.
     """
+    limits = []
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("it contains a single array, not an archive of named arrays")
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz archive: {exc}") from exc
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as file:
+            text = file.read().strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text.isdigit():
+        limits.append(int(text))
+    positive = [limit for limit in limits if limit > 0]
+    return min(positive) if positive else None
+
+
+def _format_bytes(n_bytes):
+    """Return a byte count as a short text such as '3.2 GiB'."""
+    value = float(n_bytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "bytes":
+        return f"{n_bytes} bytes"
+    return f"{value:.1f} {unit}"
+
+
+def _read_signature(path, size=8):
+    """Return the first ``size`` bytes of the file at ``path``."""
+    with open(path, "rb") as file:
+        return file.read(size)
+
+
+def _read_npy_header(file):
+    """Read the .npy header at the position of ``file`` and return (shape, fortran_order, dtype).
+
+    Leaves ``file`` at the first byte of the array data. Raises ValueError for a
+    wrong magic string, a malformed header, or a format version other than 1.0
+    and 2.0. NumPy writes version 3.0 only for structured dtypes with field names
+    outside latin-1, which no loader here accepts.
+    """
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(file)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(file)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+
+
+def _check_npy_data(shape, dtype, data_size, name, source):
+    """Raise ValueError if the data after a .npy header is truncated or would not fit in memory.
+
+    ``data_size`` is the number of bytes that follow the header in the file.
+    """
+    n_bytes = math.prod(shape) * dtype.itemsize
+    if data_size < n_bytes:
+        raise ValueError(
+            f"{source}: {name} has shape {shape} and dtype {dtype}, which need "
+            f"{n_bytes} bytes of data, but the file stores {data_size}: the file is "
+            f"truncated or damaged"
+        )
+    limit = _memory_limit_bytes()
+    if limit is not None and n_bytes > limit:
+        raise ValueError(
+            f"{source}: {name} has shape {shape} and dtype {dtype}, which need "
+            f"{_format_bytes(n_bytes)}, more than the {_format_bytes(limit)} of "
+            f"memory of this machine"
+        )
+
+
+def _open_npz(path):
+    """Open the .npz file at ``path`` as a ZipFile after checking that it is a zip archive."""
+    signature = _read_signature(path)
+    if signature.startswith(NPY_MAGIC):
+        raise ValueError(
+            f"{path}: not a valid .npz file: it contains a single .npy array, not an "
+            f"archive of named arrays"
+        )
+    if not signature.startswith(ZIP_SIGNATURES):
+        raise ValueError(
+            f"{path}: not a valid .npz file: expected a zip archive of .npy arrays, "
+            f"but the file starts with {signature!r}"
+        )
+    try:
+        return zipfile.ZipFile(path)
+    except _ARCHIVE_ERRORS as exc:
+        raise ValueError(
+            f"{path}: not a valid .npz file: the zip archive is truncated or damaged ({exc})"
+        ) from exc
+
+
+def _npz_members(archive):
+    """Return a dict from array name to member name, named as ``np.load`` names them."""
+    members = {}
+    for member in archive.namelist():
+        key = member[: -len(".npy")] if member.endswith(".npy") else member
+        members[key] = member
+    return members
+
+
+def _read_npz_array(archive, member, role, name, source):
+    """Read one array of an .npz archive after checking its header.
+
+    The layout check for ``role`` ("features" or "labels") and the size checks
+    run on the .npy header, so a member with the wrong shape or dtype, or one
+    that would not fit in memory, is rejected before its data is decompressed.
+    """
+    info = archive.getinfo(member)
+    try:
+        with archive.open(info) as file:
+            shape, _, dtype = _read_npy_header(file)
+            header_size = file.tell()
+    except _ARCHIVE_ERRORS as exc:
+        raise ValueError(f"{source}: not a valid .npz file: {name}: {exc}") from exc
+
+    _LAYOUT_CHECKS[role](shape, dtype, name, source)
+    _check_npy_data(shape, dtype, info.file_size - header_size, name, source)
+
+    try:
+        with archive.open(info) as file:
+            return np.lib.format.read_array(file, allow_pickle=False)
+    except _ARCHIVE_ERRORS as exc:
+        raise ValueError(f"{source}: not a valid .npz file: {name}: {exc}") from exc
 
 
 def load_npz(path):
     """Load a :class:`Dataset` from an .npz file with x_train, y_train, x_test, y_test.
 
-    Other arrays in the file are ignored.
+    Other arrays in the file are ignored and never decompressed.
     """
     path = os.fspath(path)
-    arrays = _read_npz(path)
-    missing = [key for key in NPZ_KEYS if key not in arrays]
-    if missing:
-        raise ValueError(
-            f"{path}: missing array(s) {', '.join(missing)}: expected the arrays "
-            f"{', '.join(NPZ_KEYS)} (found: {', '.join(sorted(arrays)) or 'none'})"
-        )
+    with _open_npz(path) as archive:
+        members = _npz_members(archive)
+        missing = [key for key in NPZ_KEYS if key not in members]
+        if missing:
+            raise ValueError(
+                f"{path}: missing array(s) {', '.join(missing)}: expected the arrays "
+                f"{', '.join(NPZ_KEYS)} (found: {', '.join(sorted(members)) or 'none'})"
+            )
+        arrays = {
+            key: _read_npz_array(archive, members[key], role, key, path)
+            for key, role in NPZ_ROLES.items()
+        }
     return _make_dataset(arrays, path)
+
+
+def _read_npy(path, role, name):
+    """Read the .npy file at ``path`` after checking its header, like :func:`_read_npz_array`."""
+    signature = _read_signature(path)
+    if not signature.startswith(NPY_MAGIC):
+        raise ValueError(
+            f"{path}: not a valid .npy file: expected the .npy magic string "
+            f"{NPY_MAGIC!r} at the start, but the file starts with {signature!r}"
+        )
+    with open(path, "rb") as file:
+        try:
+            shape, _, dtype = _read_npy_header(file)
+        except _ARCHIVE_ERRORS as exc:
+            raise ValueError(f"{path}: not a valid .npy file: {exc}") from exc
+        _LAYOUT_CHECKS[role](shape, dtype, name, path)
+        _check_npy_data(shape, dtype, os.fstat(file.fileno()).st_size - file.tell(), name, path)
+
+        file.seek(0)
+        try:
+            return np.lib.format.read_array(file, allow_pickle=False)
+        except _ARCHIVE_ERRORS as exc:
+            raise ValueError(f"{path}: not a valid .npy file: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------
@@ -387,30 +574,35 @@ def load_samples(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
 
     if path.endswith(".npz"):
-        arrays = _read_npz(path)
-        if "x_test" not in arrays:
-            raise ValueError(
-                f"{path}: missing array x_test: expected x_test and optionally "
-                f"y_test (found: {', '.join(sorted(arrays)) or 'none'})"
-            )
-        x = _as_features(arrays["x_test"], "x_test", path)
-        if "y_test" not in arrays:
-            return x, None
-        y = _as_labels(arrays["y_test"], "y_test", path)
-        _check_split(x, y, "x_test", "y_test", path)
-        return x, y
-
+        return _load_npz_samples(path)
     if path.endswith(".npy"):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable .npy file: {exc}") from exc
-        return _as_features(array, "the array", path), None
+        return _as_features(_read_npy(path, "features", "the array"), "the array", path), None
 
     raise ValueError(
         f"{path}: unsupported data file: expected an .npz or .npy file or a folder "
         f"with the MNIST IDX files"
     )
+
+
+def _load_npz_samples(path):
+    with _open_npz(path) as archive:
+        members = _npz_members(archive)
+        if "x_test" not in members:
+            raise ValueError(
+                f"{path}: missing array x_test: expected x_test and optionally "
+                f"y_test (found: {', '.join(sorted(members)) or 'none'})"
+            )
+        x = _read_npz_array(archive, members["x_test"], "features", "x_test", path)
+        y = None
+        if "y_test" in members:
+            y = _read_npz_array(archive, members["y_test"], "labels", "y_test", path)
+
+    x = _as_features(x, "x_test", path)
+    if y is None:
+        return x, None
+    y = _as_labels(y, "y_test", path)
+    _check_split(x, y, "x_test", "y_test", path)
+    return x, y
 
 
 def _load_mnist_test_samples(folder):

@@ -17,9 +17,16 @@ cross-entropy plus scikit-learn's L2 penalty on the weights (not the biases)::
 
 so the penalty adds ``alpha * W_l / B`` to the gradient of each weight.
 
+Initialization, shuffling, the early-stopping split and the Adam update follow
+scikit-learn 1.9's ``MLPClassifier`` and draw from ``random_state`` in the same
+order. With ``dtype=np.float64`` and three or more classes, a fit therefore
+starts from the same weights, visits the samples in the same order and takes
+the same steps as scikit-learn's, up to floating-point rounding.
+
 This module requires scikit-learn >= 1.6. ``import nnback`` does not import it.
 """
 
+import math
 import numbers
 import warnings
 
@@ -53,24 +60,49 @@ _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ---------------------------------------------------------------------------
 
 
+class _ScikitLearnAdam(Adam):
+    """Adam with the epsilon placement of scikit-learn's ``AdamOptimizer``.
+
+    scikit-learn 1.9 updates ``param -= lr * sqrt(1 - beta2**t) / (1 - beta1**t)
+    * m / (sqrt(s) + epsilon)`` at step t. Dividing the numerator and the
+    denominator by ``sqrt(1 - beta2**t)`` gives nnback's (and PyTorch's) Adam
+    update with ``eps = epsilon / sqrt(1 - beta2**t)``, which :meth:`step` sets
+    before each update.
+    """
+
+    def __init__(self, params, lr, betas, epsilon):
+        super().__init__(params, lr=lr, betas=betas, eps=epsilon)
+        self.epsilon = epsilon
+
+    def step(self):
+        """Set ``eps`` for the coming step t and apply one Adam update."""
+        beta2 = self.betas[1]
+        self.eps = self.epsilon / math.sqrt(1.0 - beta2 ** (self.step_count + 1))
+        super().step()
+
+
 class _PenalizedOptimizer:
     """Two optimizers that step together: the weights with L2 decay, the biases without.
 
     The decay factor is ``alpha / B`` for a batch of ``B`` samples, so
-    :meth:`set_batch_size` must be called before each step.
+    :meth:`set_batch_size` must be called before the first step and whenever
+    the batch size changes.
     """
 
     def __init__(self, make_optimizer, weights, biases, alpha):
         self.alpha = alpha
         self.weight_optimizer = make_optimizer(weights)
         self.bias_optimizer = make_optimizer(biases) if biases else None
+        self.batch_size = None
 
     @property
     def optimizers(self):
         return [opt for opt in (self.weight_optimizer, self.bias_optimizer) if opt is not None]
 
     def set_batch_size(self, batch_size):
-        self.weight_optimizer.weight_decay = self.alpha / batch_size
+        if batch_size != self.batch_size:
+            self.weight_optimizer.weight_decay = self.alpha / batch_size
+            self.batch_size = batch_size
 
     def step(self):
         self.weight_optimizer.step()
@@ -113,12 +145,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     Parameters follow ``sklearn.neural_network.MLPClassifier`` (version 1.9) and
     keep their meaning. The differences:
 
-    * The output layer is a softmax over ``n_classes`` units for every problem,
-      including binary ones, where scikit-learn uses one logistic unit. Both
-      give the same model family.
-    * Weights start from ``nnback.layers.mlp``'s uniform He initialization for
-      "relu" and Glorot for the other activations, with zero biases, where
-      scikit-learn draws both from a Glorot-like range.
+    * The output layer is a softmax. For two classes it has two units, and the
+      first stays fixed at logit 0 (its weights and bias are reset to zero after
+      every step), so the softmax over ``(0, z)`` is scikit-learn's single
+      logistic unit ``sigmoid(z)``, with the same gradient.
+    * The reported loss is the exact cross-entropy. scikit-learn clips the
+      probabilities to ``[eps, 1 - eps]`` first (eps of the dtype), so
+      ``loss_curve_`` differs where predictions saturate, and with it
+      stopping on ``tol``.
     * Only the stochastic solvers "sgd" and "adam" exist, with a constant
       learning rate (scikit-learn's ``learning_rate="constant"``).
     * ``dtype`` sets the dtype of the parameters and of the computation.
@@ -159,8 +193,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     nesterovs_momentum : bool, default True
         Use Nesterov's momentum with "sgd" (when momentum > 0).
     early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the training data (stratified),
-        stop when its accuracy has not improved by ``tol`` for more than
+        Hold out ``validation_fraction`` of the training data (stratified by
+        class for two classes only, as scikit-learn 1.9 does), stop when its
+        accuracy has not improved by ``tol`` for more than
         ``n_iter_no_change`` epochs, and keep the weights of the best epoch.
     validation_fraction : float, default 0.1
         Fraction of the samples held out with ``early_stopping``, in [0, 1).
@@ -198,14 +233,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     n_layers_ : int
         Number of layers, counting the input and the output layer.
     n_outputs_ : int
-        Number of output units: ``n_classes``.
+        Number of output units as scikit-learn counts them: 1 for two classes,
+        else ``n_classes``.
     out_activation_ : str
-        Always "softmax".
+        "logistic" for two classes, else "softmax".
     coefs_ : list of ndarray
         Weight of each layer, shape (n_inputs, n_outputs), as in scikit-learn.
-        These are the model's arrays: changing them changes the model.
+        These are views of the model's arrays: changing them changes the model.
+        For two classes, the last one is the (n_inputs, 1) column of the
+        second output unit.
     intercepts_ : list of ndarray
-        Bias of each layer.
+        Bias of each layer, shape (n_outputs,), views as for ``coefs_``.
     model_ : nnback.layers.Sequential
         The trained network, which outputs logits.
 
@@ -328,14 +366,24 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     @property
     def coefs_(self):
         """Weights of the Linear layers, shape (n_inputs, n_outputs) each."""
-        return [layer.weight.data for layer in self._linear_layers()]
+        weights = [layer.weight.data for layer in self._linear_layers()]
+        if self._is_binary():
+            weights[-1] = weights[-1][:, 1:]
+        return weights
 
     @property
     def intercepts_(self):
         """Biases of the Linear layers, shape (n_outputs,) each."""
-        return [layer.bias.data for layer in self._linear_layers()]
+        biases = [layer.bias.data for layer in self._linear_layers()]
+        if self._is_binary():
+            biases[-1] = biases[-1][1:]
+        return biases
 
     # -- checks ---------------------------------------------------------------
+
+    def _is_binary(self):
+        """Return whether the model has two classes, whose first logit is fixed at 0."""
+        return len(self.classes_) == 2
 
     def _linear_layers(self):
         if not hasattr(self, "model_"):
@@ -474,17 +522,40 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return np.searchsorted(self.classes_, y).astype(np.intp)
 
     @staticmethod
-    def _build_model(layer_sizes, activation, dtype, seed):
-        """Return a new network: Linear layers with ``activation`` between them."""
-        if activation != "identity":
-            return mlp(layer_sizes, _NNBACK_ACTIVATIONS[activation], dtype=dtype, rng=seed)
+    def _build_model(layer_sizes, activation, dtype):
+        """Return a new network: Linear layers with ``activation`` between them.
 
-        generator = np.random.default_rng(seed)
+        The initial parameters are placeholders from a fixed seed: the caller
+        overwrites them.
+        """
+        if activation != "identity":
+            return mlp(layer_sizes, _NNBACK_ACTIVATIONS[activation], dtype=dtype, rng=0)
+
+        generator = np.random.default_rng(0)
         layers = [
             Linear(n_in, n_out, dtype=dtype, init="glorot", rng=generator)
             for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
         ]
         return Sequential(*layers)
+
+    def _initialize_parameters(self, random_state):
+        """Draw the weights and biases of ``model_`` as scikit-learn's MLPClassifier does.
+
+        Each layer draws its weight, then its bias, from ``U(-bound, bound)``
+        with ``bound = sqrt(factor / (fan_in + fan_out))``, where ``factor`` is
+        2 for "logistic" and 6 otherwise. The draws are float64 values of
+        ``random_state`` in layer order, cast to the model dtype. For two
+        classes the output layer draws one unit, as scikit-learn's does, and
+        the fixed first unit is zero.
+        """
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for layer, weight, bias in zip(self._linear_layers(), self.coefs_, self.intercepts_):
+            fan_in, fan_out = weight.shape
+            bound = math.sqrt(factor / (fan_in + fan_out))
+            layer.weight.data.fill(0)
+            layer.bias.data.fill(0)
+            weight[...] = random_state.uniform(-bound, bound, weight.shape)
+            bias[...] = random_state.uniform(-bound, bound, bias.shape)
 
     def _optimizer_settings(self):
         """Return the hyperparameters that the optimizer is built from."""
@@ -503,11 +574,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         def make_optimizer(parameters):
             if settings["solver"] == "adam":
-                return Adam(
+                return _ScikitLearnAdam(
                     parameters,
                     lr=settings["learning_rate_init"],
                     betas=settings["betas"],
-                    eps=settings["epsilon"],
+                    epsilon=settings["epsilon"],
                 )
             return SGD(
                 parameters,
@@ -526,13 +597,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _initialize(self, n_features, random_state):
         """Build a new network and reset the training history."""
         layer_sizes = [n_features, *self._hidden_sizes(), len(self.classes_)]
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-        self.model_ = self._build_model(layer_sizes, self.activation, self._dtype, seed)
+        self.model_ = self._build_model(layer_sizes, self.activation, self._dtype)
+        self._initialize_parameters(random_state)
+        # Early stopping restores these when no epoch improves the validation score.
+        self._best_parameters = [p.data.copy() for p in self.model_.parameters()]
         self._layer_sizes = layer_sizes
         self._fitted_activation = self.activation
         self.n_layers_ = len(layer_sizes)
-        self.n_outputs_ = len(self.classes_)
-        self.out_activation_ = "softmax"
+        self.n_outputs_ = 1 if self._is_binary() else len(self.classes_)
+        self.out_activation_ = "logistic" if self._is_binary() else "softmax"
 
         self.n_iter_ = 0
         self.t_ = 0
@@ -593,11 +666,27 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return min(self.batch_size, n_samples)
 
     def _split_validation(self, X, y, random_state):
-        # The split is stratified, so train_test_split raises a ValueError when the
-        # validation set would have fewer samples than there are classes.
+        """Hold out ``validation_fraction`` of the samples for early stopping.
+
+        The split selects the same samples as scikit-learn 1.9 for the same
+        ``random_state``. Its code stratifies by class only for two classes
+        (``n_outputs_ == 1``, with the indicator column of the second class),
+        so a multiclass split here is not stratified either.
+        """
+        # NOTE: scikit-learn's documentation describes the split as stratified
+        # for every problem except multilabel ones, but its code stratifies only
+        # binary problems. This follows the code, so that fits agree.
+        stratify = (y == 1)[:, np.newaxis] if len(self.classes_) == 2 else None
         X_train, X_val, y_train, y_val = train_test_split(
-            X, y, test_size=self.validation_fraction, random_state=random_state, stratify=y
+            X, y, test_size=self.validation_fraction, random_state=random_state,
+            stratify=stratify,
         )
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                f"the validation set has {X_val.shape[0]} sample(s): early_stopping needs "
+                f"at least 2, so increase validation_fraction={self.validation_fraction} "
+                f"or pass more samples"
+            )
         return (
             np.ascontiguousarray(X_train),
             np.ascontiguousarray(y_train),
@@ -617,12 +706,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         loss = SoftmaxCrossEntropy()
         penalized = isinstance(optimizer, _PenalizedOptimizer)
         flat_weights = [layer.weight.data.reshape(-1) for layer in self._linear_layers()]
+        # For two classes, the first output unit is reset to zero after each
+        # step (see the class documentation).
+        output_layer = self._linear_layers()[-1]
+        fixed_weight = output_layer.weight.data[:, 0] if self._is_binary() else None
+        fixed_bias = output_layer.bias.data[:1] if self._is_binary() else None
 
         if self.shuffle:
             # Each epoch gathers the shuffled samples here, so that every batch
-            # is a C-contiguous slice.
+            # is a C-contiguous slice. As in scikit-learn, each epoch permutes
+            # the previous epoch's order.
             X_epoch = np.empty_like(X)
             y_epoch = np.empty_like(y)
+            order = np.arange(n_samples)
         else:
             X_epoch, y_epoch = X, y
 
@@ -630,7 +726,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             for epoch in range(self.max_iter):
                 if self.shuffle:
-                    order = random_state.permutation(n_samples)
+                    order = order[random_state.permutation(n_samples)]
                     np.take(X, order, axis=0, out=X_epoch)
                     np.take(y, order, out=y_epoch)
 
@@ -646,6 +742,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     batch_loss += train_step(
                         model, loss, optimizer, X_epoch[start:stop], y_epoch[start:stop]
                     )
+                    if fixed_weight is not None:
+                        fixed_weight.fill(0)
+                        fixed_bias.fill(0)
                     accumulated_loss += batch_loss * n_batch
 
                 self.n_iter_ += 1
@@ -663,10 +762,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 if incremental:
                     break
                 if epoch == self.max_iter - 1:
+                    quantity = "validation score" if early_stopping else "training loss"
                     warnings.warn(
-                        f"{type(self).__name__} ran max_iter={self.max_iter} epochs and "
-                        f"the {'validation score' if early_stopping else 'training loss'} "
-                        f"was still improving: increase max_iter for a converged model",
+                        f"{type(self).__name__} stopped at max_iter={self.max_iter} epochs "
+                        f"before the {quantity} stopped improving by tol={self.tol:g}: "
+                        f"increase max_iter for a converged model",
                         ConvergenceWarning,
                         stacklevel=4,
                     )
@@ -750,7 +850,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return
 
         self.model_ = self._build_model(
-            self._layer_sizes, self._fitted_activation, parameters[0].dtype, 0
+            self._layer_sizes, self._fitted_activation, parameters[0].dtype
         )
         for parameter, values in zip(self.model_.parameters(), parameters):
             np.copyto(parameter.data, values)

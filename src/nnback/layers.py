@@ -75,7 +75,13 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _parameter_dtype(dtype):
-    """Return ``dtype`` as float32 or float64, or raise ValueError."""
+    """Return ``dtype`` as float32 or float64.
+
+    Raises TypeError for None and ValueError for any other dtype.
+    """
+    if dtype is None:
+        # np.dtype(None) is float64, which would hide a missing argument.
+        raise TypeError("dtype must be float32 or float64, got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError as error:
@@ -92,10 +98,21 @@ def _make_rng(rng):
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"rng must be a non-negative int seed, got {rng}")
         return np.random.default_rng(int(rng))
     raise TypeError(
         f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
     )
+
+
+def _check_blas_sizes(in_features, out_features):
+    """Raise ValueError if a feature size exceeds the 32-bit limit of BLAS."""
+    for name, size in (("in_features", in_features), ("out_features", out_features)):
+        if size > _validation.MAX_BLAS_DIMENSION:
+            raise ValueError(
+                f"{name} = {size} exceeds the BLAS limit of {_validation.MAX_BLAS_DIMENSION}"
+            )
 
 
 def _check_size(name, value):
@@ -307,7 +324,16 @@ class Linear:
     Attributes
     ----------
     weight : Parameter, shape (in_features, out_features)
+        May be replaced by another Parameter of exactly this shape and the
+        layer's dtype. Anything else raises, because the compiled kernels
+        trust these shapes.
     bias : Parameter of shape (out_features,), or None
+        May be replaced by another Parameter of shape (out_features,) and the
+        layer's dtype. Whether the layer has a bias is fixed at construction:
+        a layer built with ``bias=False`` keeps ``bias = None``, and the bias of
+        a layer built with ``bias=True`` cannot be set to None.
+    in_features, out_features : int
+        Read-only sizes.
 
     Shape
     -----
@@ -317,13 +343,9 @@ class Linear:
 
     def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32,
                  init="glorot", rng=None):
-        self.in_features = _check_size("in_features", in_features)
-        self.out_features = _check_size("out_features", out_features)
-        for name, size in (("in_features", self.in_features), ("out_features", self.out_features)):
-            if size > _validation.MAX_BLAS_DIMENSION:
-                raise ValueError(
-                    f"{name} = {size} exceeds the BLAS limit of {_validation.MAX_BLAS_DIMENSION}"
-                )
+        in_features = _check_size("in_features", in_features)
+        out_features = _check_size("out_features", out_features)
+        _check_blas_sizes(in_features, out_features)
         dtype = _parameter_dtype(dtype)
         if init not in INITIALIZATIONS:
             raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
@@ -331,25 +353,106 @@ class Linear:
             raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
         generator = _make_rng(rng)
 
-        shape = (self.in_features, self.out_features)
+        shape = (in_features, out_features)
         if init == "he":
-            fan = self.in_features
+            fan = in_features
         else:
-            fan = self.in_features + self.out_features
+            fan = in_features + out_features
         # A layer without inputs (or outputs) has an empty weight and draws nothing.
         bound = math.sqrt(6.0 / fan) if fan > 0 else 0.0
         weight = generator.uniform(-bound, bound, size=shape).astype(dtype)
-        self.weight = Parameter(weight)
-        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype)) if bias else None
+        bias_values = np.zeros(out_features, dtype=dtype) if bias else None
+        self._set_up(Parameter(weight), None if bias_values is None else Parameter(bias_values))
+
+    @classmethod
+    def _from_arrays(cls, weight, bias):
+        """Build a layer around the float32 or float64 arrays ``weight`` and ``bias``, drawing nothing.
+
+        ``weight`` is (in_features, out_features), and ``bias`` is None or an
+        array of shape (out_features,) and the weight's dtype. The arrays are
+        wrapped as :class:`Parameter` objects, without a copy where possible.
+        """
+        weight = Parameter(weight)
+        if weight.data.ndim != 2:
+            raise ValueError(f"weight must be 2-D (in_features, out_features), got shape {weight.shape}")
+        _check_blas_sizes(*weight.shape)
+        layer = cls.__new__(cls)
+        layer._set_up(weight, None if bias is None else Parameter(bias))
+        return layer
+
+    def _set_up(self, weight, bias):
+        """Store the Parameters and sizes, and create the empty forward state."""
+        self._in_features, self._out_features = weight.shape
+        self._dtype = weight.dtype
+        self._has_bias = bias is not None
+        self.weight = weight
+        self._bias = None
+        if bias is not None:
+            self.bias = bias
 
         self._buffers = _BufferCache(self._create_buffers)
         self._x = None
         self._last = None
 
     @property
+    def in_features(self):
+        """Size of each input row."""
+        return self._in_features
+
+    @property
+    def out_features(self):
+        """Size of each output row."""
+        return self._out_features
+
+    @property
     def dtype(self):
         """Dtype of the parameters and of the computation."""
-        return self.weight.data.dtype
+        return self._dtype
+
+    @property
+    def weight(self):
+        """The weight Parameter, of shape (in_features, out_features)."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        self._check_parameter("weight", value, (self._in_features, self._out_features))
+        self._weight = value
+
+    @property
+    def bias(self):
+        """The bias Parameter, of shape (out_features,), or None for a layer without bias."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        if value is None:
+            if self._has_bias:
+                raise ValueError(
+                    f"{self!r}: bias cannot be set to None on a layer built with bias=True; "
+                    f"create a Linear with bias=False instead"
+                )
+            return
+        if not self._has_bias:
+            raise ValueError(
+                f"{self!r}: a layer built with bias=False cannot get a bias; create a "
+                f"Linear with bias=True instead"
+            )
+        self._check_parameter("bias", value, (self._out_features,))
+        self._bias = value
+
+    def _check_parameter(self, name, value, shape):
+        """Raise unless ``value`` is a Parameter of ``shape`` and the layer's dtype."""
+        if not isinstance(value, Parameter):
+            raise TypeError(
+                f"Linear.{name} must be a Parameter, got {type(value).__name__}; to copy "
+                f"values in, write layer.{name}.data[...] = values"
+            )
+        if value.shape != shape or value.dtype != self._dtype:
+            raise ValueError(
+                f"Linear.{name} must be a Parameter of shape {shape} and dtype "
+                f"{self._dtype}, got shape {value.shape} and dtype {value.dtype}"
+            )
 
     def parameters(self):
         """Return the list ``[weight, bias]``, or ``[weight]`` without a bias."""
@@ -563,6 +666,7 @@ class Tanh(_Activation):
 
 
 _ACTIVATION_CLASSES = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+_ACTIVATION_TYPES = frozenset(_ACTIVATION_CLASSES.values())
 
 
 # ---------------------------------------------------------------------------
@@ -611,10 +715,19 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, reduction="mean"):
-        _validation.check_reduction(reduction)
         self.reduction = reduction
         self._buffers = _BufferCache(self._create_buffers)
         self._last = None
+
+    @property
+    def reduction(self):
+        """The reduction, "mean", "sum" or "none", which may be changed between calls."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value):
+        _validation.check_reduction(value)
+        self._reduction = value
 
     @staticmethod
     def _create_buffers(key):
@@ -673,7 +786,9 @@ class SoftmaxCrossEntropy:
     def _checked_labels(targets, z_shape, buffers):
         """Range-check class indices and return them as C-contiguous intp for the kernel."""
         _validation.check_class_index_shape(targets, z_shape)
-        labels = np.ascontiguousarray(targets)
+        # The compiled range check takes native byte order only, so byte-swapped
+        # labels are converted here.
+        labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
         position = _softmax.first_invalid_label(labels, z_shape[1])
         if position >= 0:
             raise _validation.invalid_label_error(labels, position, z_shape)
@@ -701,6 +816,10 @@ class SoftmaxCrossEntropy:
 # ---------------------------------------------------------------------------
 # Sequential container and builders
 # ---------------------------------------------------------------------------
+
+
+# Layer types whose predict always returns a new array.
+_FRESH_OUTPUT_TYPES = frozenset({Linear}) | _ACTIVATION_TYPES
 
 
 def _feature_sizes(layer):
@@ -731,7 +850,7 @@ class Sequential:
     Attributes
     ----------
     layers : tuple
-        The layers in order.
+        The layers in order. Read-only: build a new Sequential to change them.
     """
 
     def __init__(self, *layers):
@@ -752,7 +871,7 @@ class Sequential:
                     f"layers[{index}] ({type(layer).__name__}) is not a layer: it has no "
                     f"{', '.join(missing)} method"
                 )
-        self.layers = tuple(layers)
+        self._layers = tuple(layers)
 
         self._check_unique_layers()
         self._check_feature_sizes()
@@ -790,6 +909,25 @@ class Sequential:
         if len(dtypes) > 1:
             names = ", ".join(sorted(dtype.name for dtype in dtypes))
             raise ValueError(f"all layers of a Sequential must have one dtype, got {names}")
+
+    @property
+    def layers(self):
+        """The layers in order, as a tuple."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value):
+        # Compiled training state is cached per model and built from its
+        # layers, so the layer list must not change after construction.
+        raise AttributeError(
+            "Sequential.layers is read-only: build a new model with Sequential(*layers)"
+        )
+
+    @layers.deleter
+    def layers(self):
+        raise AttributeError(
+            "Sequential.layers is read-only: build a new model with Sequential(*layers)"
+        )
 
     @property
     def dtype(self):
@@ -844,15 +982,17 @@ class Sequential:
         Layer caches and buffers are left untouched, so ``predict`` may run
         between ``forward`` and ``backward``.
         """
+        # An activation overwrites its input only when that array was allocated
+        # by this call. Linear and the activations of this module always return
+        # a new array. Any other layer may return its input, a view of it, or
+        # an array that it keeps, so its output is never overwritten.
         output_is_fresh = False
-        for layer in self.layers:
-            if output_is_fresh and isinstance(layer, _Activation):
-                # The array came from the previous layer of this call, so the
-                # activation may overwrite it.
+        for layer in self._layers:
+            if output_is_fresh and type(layer) in _ACTIVATION_TYPES:
                 x = layer.predict(x, out=x)
             else:
                 x = layer.predict(x)
-                output_is_fresh = True
+                output_is_fresh = type(layer) in _FRESH_OUTPUT_TYPES
         return x
 
     def save(self, path):

@@ -65,6 +65,12 @@ class Optimizer:
     params : iterable of Parameter
         Must be non-empty and contain each Parameter once, because a repeated
         Parameter would be updated twice per step.
+
+    Attributes
+    ----------
+    params : tuple of Parameter
+        The Parameters in the order given. Read-only, because the optimizer
+        state holds one buffer of the same shape per Parameter.
     """
 
     def __init__(self, params):
@@ -73,12 +79,12 @@ class Optimizer:
                 "params must be an iterable of Parameter, got a single Parameter: "
                 "pass [param] or model.parameters()"
             )
-        self.params = list(params)
-        if not self.params:
+        params = tuple(params)
+        if not params:
             raise ValueError("params is empty: the optimizer needs at least one Parameter")
 
         seen = {}
-        for index, param in enumerate(self.params):
+        for index, param in enumerate(params):
             if not isinstance(param, Parameter):
                 raise TypeError(
                     f"params[{index}] must be a Parameter, got {type(param).__name__}"
@@ -89,6 +95,18 @@ class Optimizer:
                     f"list each Parameter once"
                 )
             seen[id(param)] = index
+        self._params = params
+
+    @property
+    def params(self):
+        """The optimized Parameters, as a tuple."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        raise AttributeError(
+            "Optimizer.params is read-only: create a new optimizer for other Parameters"
+        )
 
     @property
     def lr(self):
@@ -142,26 +160,60 @@ class SGD(Optimizer):
     ----------
     velocity : list of ndarray
         The momentum buffer of each Parameter (empty list without momentum).
+
+    ``lr``, ``momentum``, ``nesterov`` and ``weight_decay`` may be changed
+    between steps and are checked as in the constructor. Setting ``momentum``
+    from 0 to a positive value creates zero velocity buffers, and setting it
+    to 0 discards them. ``momentum`` cannot become 0 while ``nesterov`` is true.
     """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params)
         self.lr = lr
-        self.momentum = _check_hyperparameter("momentum", momentum, minimum=0.0, below=1.0)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {type(nesterov).__name__}")
-        if nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True requires momentum > 0, got momentum=0.0")
-        self.nesterov = bool(nesterov)
-        self.weight_decay = weight_decay
-
+        self._nesterov = False
         self.velocity = []
         self._flat_velocity = []
-        if self.momentum > 0:
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+
+    @property
+    def momentum(self):
+        """Momentum factor in [0, 1)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        momentum = _check_hyperparameter("momentum", value, minimum=0.0, below=1.0)
+        if momentum == 0 and self._nesterov:
+            raise ValueError(
+                f"momentum must be > 0 while nesterov is True, got {value!r}; "
+                f"set nesterov = False first"
+            )
+        self._momentum = momentum
+        if momentum == 0:
+            self.velocity = []
+            self._flat_velocity = []
+        elif not self._flat_velocity:
             for param in self.params:
                 buffer, flat = self._new_state(param)
                 self.velocity.append(buffer)
                 self._flat_velocity.append(flat)
+
+    @property
+    def nesterov(self):
+        """Whether the update uses Nesterov momentum, which requires ``momentum > 0``."""
+        return self._nesterov
+
+    @nesterov.setter
+    def nesterov(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {type(value).__name__}")
+        if value and self._momentum == 0:
+            raise ValueError(
+                f"nesterov=True requires momentum > 0, got momentum={self._momentum}"
+            )
+        self._nesterov = bool(value)
 
     def __setstate__(self, state):
         # Flat views come back from pickling as copies: point them at the velocity again.
@@ -170,7 +222,7 @@ class SGD(Optimizer):
 
     def step(self):
         """Apply one SGD update to every Parameter."""
-        if self.momentum == 0:
+        if self._momentum == 0:
             for param in self.params:
                 _optim.sgd_update(param._flat_data, param._flat_grad, self._lr, self._weight_decay)
             return
@@ -179,12 +231,12 @@ class SGD(Optimizer):
             velocity = self._flat_velocity[index]
             _optim.sgd_momentum_update(
                 param._flat_data, param._flat_grad, velocity, self._lr,
-                self.momentum, self._weight_decay, self.nesterov,
+                self._momentum, self._weight_decay, self._nesterov,
             )
 
     def __repr__(self):
         return (
-            f"SGD(lr={self._lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+            f"SGD(lr={self._lr}, momentum={self._momentum}, nesterov={self._nesterov}, "
             f"weight_decay={self.weight_decay})"
         )
 
@@ -207,23 +259,19 @@ class Adam(Optimizer):
     Attributes
     ----------
     step_count : int
-        Number of steps taken.
+        Number of steps taken, >= 0.
     exp_avg, exp_avg_sq : list of ndarray
         First and second moment estimates of each Parameter.
+
+    ``lr``, ``betas``, ``eps``, ``weight_decay`` and ``step_count`` may be
+    changed between steps and are checked as in the constructor.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params)
         self.lr = lr
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from error
-        self.betas = (
-            _check_hyperparameter("betas[0]", beta1, minimum=0.0, below=1.0),
-            _check_hyperparameter("betas[1]", beta2, minimum=0.0, below=1.0),
-        )
-        self.eps = _check_hyperparameter("eps", eps, above=0.0)
+        self.betas = betas
+        self.eps = eps
         self.weight_decay = weight_decay
 
         self.step_count = 0
@@ -236,6 +284,44 @@ class Adam(Optimizer):
             self.exp_avg_sq.append(exp_avg_sq)
             self._flat_state.append((flat_avg, flat_avg_sq))
 
+    @property
+    def betas(self):
+        """Decay rates (beta1, beta2) of the moment estimates, each in [0, 1)."""
+        return self._betas
+
+    @betas.setter
+    def betas(self, value):
+        try:
+            beta1, beta2 = value
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {value!r}") from error
+        self._betas = (
+            _check_hyperparameter("betas[0]", beta1, minimum=0.0, below=1.0),
+            _check_hyperparameter("betas[1]", beta2, minimum=0.0, below=1.0),
+        )
+
+    @property
+    def eps(self):
+        """Term added to the denominator, > 0."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value):
+        self._eps = _check_hyperparameter("eps", value, above=0.0)
+
+    @property
+    def step_count(self):
+        """Number of steps taken, which sets the bias correction of the next step."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"step_count must be an int, got {type(value).__name__} {value!r}")
+        if value < 0:
+            raise ValueError(f"step_count must be >= 0, got {value!r}")
+        self._step_count = int(value)
+
     def __setstate__(self, state):
         # Flat views come back from pickling as copies: point them at the moments again.
         self.__dict__.update(state)
@@ -246,11 +332,11 @@ class Adam(Optimizer):
 
     def step(self):
         """Apply one Adam update to every Parameter and advance ``step_count``."""
-        beta1, beta2 = self.betas
-        self.step_count += 1
+        beta1, beta2 = self._betas
+        self._step_count += 1
         # Both corrections are > 0 for t >= 1, because the betas are below 1.
-        bias_correction1 = 1.0 - beta1**self.step_count
-        bias_correction2 = 1.0 - beta2**self.step_count
+        bias_correction1 = 1.0 - beta1**self._step_count
+        bias_correction2 = 1.0 - beta2**self._step_count
         step_size = self._lr / bias_correction1
         bias_correction2_sqrt = math.sqrt(bias_correction2)
 
@@ -258,11 +344,11 @@ class Adam(Optimizer):
             flat_avg, flat_avg_sq = self._flat_state[index]
             _optim.adam_update(
                 param._flat_data, param._flat_grad, flat_avg, flat_avg_sq, step_size,
-                beta1, beta2, self.eps, self._weight_decay, bias_correction2_sqrt,
+                beta1, beta2, self._eps, self._weight_decay, bias_correction2_sqrt,
             )
 
     def __repr__(self):
         return (
-            f"Adam(lr={self._lr}, betas={self.betas}, eps={self.eps}, "
+            f"Adam(lr={self._lr}, betas={self._betas}, eps={self._eps}, "
             f"weight_decay={self.weight_decay})"
         )

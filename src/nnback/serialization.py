@@ -24,22 +24,55 @@ these entries, and no others:
     shapes (in_features, out_features) and (out_features,), in the model dtype.
     ``bias`` is absent for a layer without bias.
 
-No entry is a pickled object, and :func:`load` reads with
-``allow_pickle=False``, so loading a file never runs code from it.
+Each entry is a ``.npy`` file named ``<entry>.npy`` inside the zip archive.
+``np.savez`` writes uncompressed entries, and :func:`load` also reads entries
+compressed by ``np.savez_compressed``.
+
+Loading
+-------
+:func:`load` reads with ``allow_pickle=False`` and checks a file in this order,
+raising ValueError at the first problem:
+
+1. the zip member names: the two entries above must be present, every other
+   entry must be named ``layers.<i>.weight`` or ``layers.<i>.bias``, and no
+   name may appear twice;
+2. the version entry and the architecture entry (at most
+   ``MAX_ARCHITECTURE_BYTES`` bytes of JSON), including the type and range of
+   every field and the chaining of the Linear sizes;
+3. the set of parameter entries against the architecture, and the shape and
+   dtype of each from its ``.npy`` header, together with the entry's declared
+   size;
+4. only then the parameter data, which is read straight into the new layers.
+
+So no array is read, and no layer is built, before its shape is known to
+match the architecture. The data of an uncompressed entry must fit in the
+file, so for such files the parameters that :func:`load` allocates take at
+most about twice the file's size (a byte-swapped array is converted with one
+copy). No entry is ever unpickled, because only floating-point and integer
+dtypes pass the header checks.
+
+NOTE: a compressed entry may legitimately expand far beyond its stored size,
+so for compressed files the allocation is bounded only by the shapes that the
+architecture declares.
 
 Paths are used exactly as given: unlike ``np.savez``, :func:`save` does not
 append ``.npz`` to a path without that suffix.
 """
 
+import contextlib
 import json
+import math
 import os
-import secrets
+import re
+import reprlib
 import zipfile
 import zlib
 
 import numpy as np
 
 import nnback
+from nnback._files import atomic_write
+from nnback._validation import MAX_BLAS_DIMENSION
 from nnback.layers import Linear, ReLU, Sequential, Sigmoid, Tanh
 
 __all__ = ["FORMAT_VERSION", "save", "load"]
@@ -48,6 +81,14 @@ FORMAT_VERSION = 1
 
 VERSION_KEY = "nnback_format_version"
 ARCHITECTURE_KEY = "nnback_architecture"
+
+# Upper bound on the size of the architecture JSON. A Linear entry takes about
+# 80 bytes, so this allows thousands of layers while capping what load reads
+# and parses before it has checked anything.
+MAX_ARCHITECTURE_BYTES = 2**20
+
+_MEMBER_SUFFIX = ".npy"
+_PARAMETER_NAME = re.compile(r"layers\.(0|[1-9][0-9]*)\.(weight|bias)")
 
 _ACTIVATION_KINDS = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
 _ACTIVATION_CLASSES = {kind: cls for cls, kind in _ACTIVATION_KINDS.items()}
@@ -64,7 +105,9 @@ _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 
 # Errors that NumPy and zipfile raise for a damaged or foreign archive.
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
+# RuntimeError covers encrypted entries, and its subclass NotImplementedError
+# unsupported compression methods.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError)
 
 
 def _array_name(index, parameter):
@@ -114,45 +157,16 @@ def _model_entries(model):
     return entries
 
 
-def _create_temporary_file(directory, name):
-    """Create and open a new file next to the target, returning (path, binary file object).
-
-    The file is created with mode 0o666 minus the process umask, as ``open``
-    would create the target itself, so the final file gets the usual permissions.
-    """
-    while True:
-        path = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        return path, os.fdopen(descriptor, "wb")
-
-
-def _sync_directory(directory):
-    """Flush the directory entry of a renamed file to disk, where the OS supports it."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        # Some file systems and platforms cannot fsync a directory. The data
-        # itself was synced before the rename.
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def save(model, path):
     """Write ``model`` to the ``.npz`` file ``path``, atomically.
 
     The archive is written to a temporary file in the target's directory,
-    flushed with ``os.fsync`` and renamed over ``path`` with ``os.replace``. A
-    reader therefore sees either the old file or the complete new one. If
-    anything fails, the temporary file is removed and an existing file at
-    ``path`` is left unchanged.
+    flushed with ``os.fsync`` and renamed over ``path`` with ``os.replace``
+    (see :func:`nnback._files.atomic_write`). A reader therefore sees either
+    the old file or the complete new one. If anything fails, the temporary file
+    is removed and an existing file at ``path`` is left unchanged. An existing
+    file keeps its permission bits, and a symbolic link at ``path`` keeps
+    pointing to the file it names, which is replaced.
 
     Parameters
     ----------
@@ -165,30 +179,20 @@ def save(model, path):
     ------
     TypeError
         For a model that is not a Sequential or has another kind of layer.
+    ValueError
+        If ``path`` is empty or names an existing file that is not a regular file.
     FileNotFoundError
         If the directory of ``path`` does not exist.
     """
     path = os.fsdecode(os.fspath(path))
+    if not path:
+        raise ValueError("path is empty")
     entries = _model_entries(model)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save the model to {path!r}: directory {directory!r} does not exist")
+    def write_archive(file):
+        np.savez(file, **entries)
 
-    temporary_path, file = _create_temporary_file(directory, os.path.basename(path))
-    try:
-        with file:
-            np.savez(file, **entries)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        try:
-            os.unlink(temporary_path)
-        except FileNotFoundError:
-            pass
-        raise
-    _sync_directory(directory)
+    atomic_write(path, write_archive)
 
 
 # ---------------------------------------------------------------------------
@@ -196,86 +200,195 @@ def save(model, path):
 # ---------------------------------------------------------------------------
 
 
-def _read_archive(path):
-    """Return every entry of the .npz archive ``path`` as a dict of name to array.
+def _short(value):
+    """Return a repr of a JSON value that is cut short if it is long or deeply nested."""
+    return reprlib.repr(value)
 
-    Raises ValueError for a file that is not a readable, pickle-free .npz archive.
-    """
-    with open(path, "rb") as file:
-        signature = file.read(4)
-    if signature not in _ZIP_SIGNATURES:
-        raise ValueError(
-            f"{path!r} is not an nnback model file: it is not a .npz (zip) archive"
-        )
 
+@contextlib.contextmanager
+def _reading_archive(path):
+    """Convert the errors of a damaged or foreign archive into a ValueError naming ``path``."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        yield
     except _ARCHIVE_ERRORS as error:
         raise ValueError(
             f"{path!r} is not a readable nnback model file: reading the .npz archive "
-            f"failed ({type(error).__name__}: {error}). The file may be truncated or "
-            f"damaged, or contain pickled objects, which nnback files never do"
+            f"failed ({type(error).__name__}: {error}). The file may be truncated or damaged"
         ) from error
 
 
-def _read_version(path, entries):
-    if VERSION_KEY not in entries or ARCHITECTURE_KEY not in entries:
+class _ArrayHeader:
+    """The parsed ``.npy`` header of an entry: shape, dtype and header length in bytes."""
+
+    __slots__ = ("shape", "dtype", "size")
+
+    def __init__(self, shape, dtype, size):
+        self.shape = shape
+        self.dtype = dtype
+        self.size = size
+
+    @property
+    def data_size(self):
+        """Number of bytes of array data that follow the header."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class _Archive:
+    """An open .npz archive whose entries are read one at a time, header first."""
+
+    def __init__(self, path, archive):
+        self.path = path
+        self.archive = archive
+        self.file_size = os.path.getsize(path)
+        self.members = self._list_members()
+
+    def _list_members(self):
+        """Return a dict of entry name (without ``.npy``) to ZipInfo, after checking the names."""
+        members = {}
+        unknown = []
+        for info in self.archive.infolist():
+            name = info.filename
+            entry = name[: -len(_MEMBER_SUFFIX)] if name.endswith(_MEMBER_SUFFIX) else None
+            if entry is None or not (
+                entry in (VERSION_KEY, ARCHITECTURE_KEY) or _PARAMETER_NAME.fullmatch(entry)
+            ):
+                unknown.append(name)
+                continue
+            if entry in members:
+                raise ValueError(
+                    f"{self.path!r}: the archive contains the entry {name!r} more than once"
+                )
+            members[entry] = info
+
+        if VERSION_KEY not in members or ARCHITECTURE_KEY not in members:
+            names = sorted(info.filename for info in self.archive.infolist())
+            raise ValueError(
+                f"{self.path!r} is not an nnback model file: it has no {VERSION_KEY!r} or "
+                f"{ARCHITECTURE_KEY!r} entry (entries: {_short(names)})"
+            )
+        if unknown:
+            raise ValueError(
+                f"{self.path!r}: the archive contains entries that an nnback model file "
+                f"never has: {_short(sorted(unknown))}"
+            )
+        return members
+
+    def header(self, entry):
+        """Return the _ArrayHeader of ``entry``, reading only the start of its data."""
+        with _reading_archive(self.path):
+            with self.archive.open(self.members[entry]) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                else:
+                    raise ValueError(f"the .npy format version {version} of {entry!r} is not supported")
+                return _ArrayHeader(shape, dtype, stream.tell())
+
+    def check_size(self, entry, header):
+        """Raise ValueError unless the zip record of ``entry`` has room for exactly the data of ``header``."""
+        info = self.members[entry]
+        expected = header.size + header.data_size
+        if info.file_size != expected:
+            raise ValueError(
+                f"{self.path!r} is not a readable nnback model file: the entry {entry!r} "
+                f"declares {info.file_size} bytes, but its .npy header describes {expected}. "
+                f"The file may be truncated or damaged"
+            )
+        if info.compress_type != zipfile.ZIP_STORED:
+            return
+        if info.compress_size != info.file_size:
+            raise ValueError(
+                f"{self.path!r} is not a readable nnback model file: the uncompressed entry "
+                f"{entry!r} stores {info.compress_size} bytes for {info.file_size} bytes of "
+                f"data. The file may be damaged"
+            )
+        if info.header_offset + info.compress_size > self.file_size:
+            raise ValueError(
+                f"{self.path!r} is not a readable nnback model file: the uncompressed entry "
+                f"{entry!r} of {info.file_size} bytes does not fit in the file of "
+                f"{self.file_size} bytes. The file may be truncated or damaged"
+            )
+
+    def read(self, entry, header):
+        """Return the array of ``entry``, whose ``header`` has been checked by the caller."""
+        self.check_size(entry, header)
+        with _reading_archive(self.path):
+            with self.archive.open(self.members[entry]) as stream:
+                return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _read_version(archive):
+    path = archive.path
+    header = archive.header(VERSION_KEY)
+    if header.shape != () or header.dtype.kind not in "iu":
         raise ValueError(
-            f"{path!r} is not an nnback model file: it has no {VERSION_KEY!r} or "
-            f"{ARCHITECTURE_KEY!r} entry (entries: {sorted(entries)})"
+            f"{path!r}: {VERSION_KEY} must be an integer scalar, got dtype {header.dtype} "
+            f"and shape {header.shape}"
         )
-    version = entries[VERSION_KEY]
-    if version.shape != () or version.dtype.kind not in "iu":
+    version = int(archive.read(VERSION_KEY, header))
+    if version != FORMAT_VERSION:
         raise ValueError(
-            f"{path!r}: {VERSION_KEY} must be an integer scalar, got dtype {version.dtype} "
-            f"and shape {version.shape}"
-        )
-    if int(version) != FORMAT_VERSION:
-        raise ValueError(
-            f"{path!r} has format version {int(version)}, but this nnback "
+            f"{path!r} has format version {version}, but this nnback "
             f"({nnback.__version__}) reads only version {FORMAT_VERSION}"
         )
 
 
-def _read_architecture(path, entries):
-    """Return the architecture dict, with its JSON structure checked."""
-    raw = entries[ARCHITECTURE_KEY]
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+def _read_architecture(archive):
+    """Return the architecture dict, with every field's type and range checked."""
+    path = archive.path
+    header = archive.header(ARCHITECTURE_KEY)
+    if header.dtype != np.uint8 or len(header.shape) != 1:
         raise ValueError(
-            f"{path!r}: {ARCHITECTURE_KEY} must be a 1-D uint8 array, got dtype {raw.dtype} "
-            f"and shape {raw.shape}"
+            f"{path!r}: {ARCHITECTURE_KEY} must be a 1-D uint8 array, got dtype {header.dtype} "
+            f"and shape {header.shape}"
         )
+    if header.shape[0] > MAX_ARCHITECTURE_BYTES:
+        raise ValueError(
+            f"{path!r}: {ARCHITECTURE_KEY} has {header.shape[0]} bytes, more than the "
+            f"limit of {MAX_ARCHITECTURE_BYTES}"
+        )
+    raw = archive.read(ARCHITECTURE_KEY, header)
     try:
         architecture = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError as error:
+        raise ValueError(
+            f"{path!r}: {ARCHITECTURE_KEY} nests JSON arrays or objects too deeply to parse"
+        ) from error
+    except ValueError as error:
+        # UnicodeDecodeError, JSONDecodeError, and integers with too many digits.
         raise ValueError(f"{path!r}: {ARCHITECTURE_KEY} is not valid UTF-8 JSON: {error}") from error
 
     if not isinstance(architecture, dict) or not isinstance(architecture.get("layers"), list):
         raise ValueError(f"{path!r}: the architecture must be a JSON object with a 'layers' list")
     dtype_name = architecture.get("dtype")
-    if dtype_name is not None and dtype_name not in _DTYPES:
+    if dtype_name is not None and (not isinstance(dtype_name, str) or dtype_name not in _DTYPES):
         raise ValueError(
-            f"{path!r}: the architecture has dtype {dtype_name!r}, expected 'float32' or 'float64'"
+            f"{path!r}: the architecture has dtype {_short(dtype_name)}, expected 'float32', "
+            f"'float64' or null"
         )
     if not architecture["layers"]:
         raise ValueError(f"{path!r}: the architecture lists no layers")
 
     for index, spec in enumerate(architecture["layers"]):
         _check_layer_spec(path, index, spec, dtype_name)
+    _check_layer_chain(path, architecture["layers"])
     return architecture
 
 
 def _check_layer_spec(path, index, spec, dtype_name):
-    kind = spec.get("kind") if isinstance(spec, dict) else None
-    if kind not in _LAYER_KEYS:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path!r}: layers[{index}] must be a JSON object, got {_short(spec)}")
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or kind not in _LAYER_KEYS:
         raise ValueError(
-            f"{path!r}: layers[{index}] has kind {kind!r}, expected one of "
+            f"{path!r}: layers[{index}] has kind {_short(kind)}, expected one of "
             f"{sorted(_LAYER_KEYS)}"
         )
     if set(spec) != _LAYER_KEYS[kind]:
         raise ValueError(
-            f"{path!r}: layers[{index}] ({kind}) has the keys {sorted(spec)}, expected "
+            f"{path!r}: layers[{index}] ({kind}) has the keys {_short(sorted(spec))}, expected "
             f"{sorted(_LAYER_KEYS[kind])}"
         )
     if kind != "linear":
@@ -283,66 +396,104 @@ def _check_layer_spec(path, index, spec, dtype_name):
 
     for key in ("in_features", "out_features"):
         value = spec[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BLAS_DIMENSION:
             raise ValueError(
-                f"{path!r}: layers[{index}].{key} must be a non-negative integer, got {value!r}"
+                f"{path!r}: layers[{index}].{key} must be a non-negative integer of at most "
+                f"{MAX_BLAS_DIMENSION}, got {_short(value)}"
             )
     if not isinstance(spec["bias"], bool):
-        raise ValueError(f"{path!r}: layers[{index}].bias must be true or false, got {spec['bias']!r}")
+        raise ValueError(
+            f"{path!r}: layers[{index}].bias must be true or false, got {_short(spec['bias'])}"
+        )
     if dtype_name is None:
         raise ValueError(f"{path!r}: the architecture has Linear layers but no dtype")
 
 
-def _checked_array(path, entries, name, shape, dtype):
-    if name not in entries:
-        raise ValueError(f"{path!r}: the array {name!r} is missing")
-    array = entries[name]
-    # Any byte order is accepted, so that a file written on a machine of the
-    # other endianness loads too. The copy into the layer converts it.
-    if array.dtype.kind != "f" or array.dtype.itemsize != dtype.itemsize:
-        raise ValueError(f"{path!r}: the array {name!r} has dtype {array.dtype}, expected {dtype}")
-    if array.shape != shape:
+def _check_layer_chain(path, specs):
+    """Raise ValueError unless each Linear layer takes as many features as the previous one outputs."""
+    previous_index, previous_out = None, None
+    for index, spec in enumerate(specs):
+        if spec["kind"] != "linear":
+            continue
+        if previous_out is not None and spec["in_features"] != previous_out:
+            raise ValueError(
+                f"{path!r}: the architecture is not a valid model: layers[{index}] takes "
+                f"{spec['in_features']} features, but layers[{previous_index}] outputs "
+                f"{previous_out}"
+            )
+        previous_index, previous_out = index, spec["out_features"]
+
+
+def _expected_arrays(architecture):
+    """Return a dict of parameter entry name to the shape that the architecture gives it."""
+    expected = {}
+    for index, spec in enumerate(architecture["layers"]):
+        if spec["kind"] != "linear":
+            continue
+        expected[_array_name(index, "weight")] = (spec["in_features"], spec["out_features"])
+        if spec["bias"]:
+            expected[_array_name(index, "bias")] = (spec["out_features"],)
+    return expected
+
+
+def _check_parameter_headers(archive, expected, dtype):
+    """Check the parameter entries against the architecture and return their headers by name."""
+    path = archive.path
+    present = set(archive.members) - {VERSION_KEY, ARCHITECTURE_KEY}
+    for name in expected:
+        if name not in present:
+            raise ValueError(f"{path!r}: the array {name!r} is missing")
+    unexpected = sorted(present - set(expected))
+    if unexpected:
         raise ValueError(
-            f"{path!r}: the array {name!r} has shape {array.shape}, but the architecture "
-            f"needs {shape}"
+            f"{path!r}: the arrays {_short(unexpected)} do not belong to the architecture"
         )
-    return array
+
+    headers = {}
+    for name, shape in expected.items():
+        header = archive.header(name)
+        # Any byte order is accepted, so that a file written on a machine of
+        # the other endianness loads too. The layer converts it once.
+        if header.dtype.kind != "f" or header.dtype.itemsize != dtype.itemsize:
+            raise ValueError(
+                f"{path!r}: the array {name!r} has dtype {header.dtype}, expected {dtype}"
+            )
+        if header.shape != shape:
+            raise ValueError(
+                f"{path!r}: the array {name!r} has shape {header.shape}, but the architecture "
+                f"needs {shape}"
+            )
+        archive.check_size(name, header)
+        headers[name] = header
+    return headers
 
 
-def _build_model(path, architecture, entries):
-    dtype = _DTYPES.get(architecture["dtype"])
-    expected_names = {VERSION_KEY, ARCHITECTURE_KEY}
+def _build_model(archive, architecture, headers):
+    """Read the parameter arrays into new layers and return the Sequential."""
     layers = []
     for index, spec in enumerate(architecture["layers"]):
         if spec["kind"] != "linear":
             layers.append(_ACTIVATION_CLASSES[spec["kind"]]())
             continue
-
-        in_features, out_features = spec["in_features"], spec["out_features"]
-        # The seed only avoids drawing OS entropy: the weights are overwritten.
-        layer = Linear(in_features, out_features, bias=spec["bias"], dtype=dtype, rng=0)
         weight_name = _array_name(index, "weight")
-        layer.weight.data[...] = _checked_array(
-            path, entries, weight_name, (in_features, out_features), dtype
-        )
-        expected_names.add(weight_name)
+        weight = archive.read(weight_name, headers[weight_name])
+        bias = None
         if spec["bias"]:
             bias_name = _array_name(index, "bias")
-            layer.bias.data[...] = _checked_array(path, entries, bias_name, (out_features,), dtype)
-            expected_names.add(bias_name)
-        layers.append(layer)
+            bias = archive.read(bias_name, headers[bias_name])
+        layers.append(Linear._from_arrays(weight, bias))
 
-    unexpected = sorted(set(entries) - expected_names)
-    if unexpected:
-        raise ValueError(f"{path!r}: the arrays {unexpected} do not belong to the architecture")
     try:
         return Sequential(*layers)
     except ValueError as error:
-        raise ValueError(f"{path!r}: the architecture is not a valid model: {error}") from error
+        raise ValueError(f"{archive.path!r}: the architecture is not a valid model: {error}") from error
 
 
 def load(path):
     """Read a model written by :func:`save` and return it as a new Sequential.
+
+    Every entry name, the architecture and each array's shape and dtype are
+    checked before any parameter data is read (see the module documentation).
 
     Parameters
     ----------
@@ -356,10 +507,23 @@ def load(path):
     ValueError
         If the file is not an nnback model (another .npz archive, a text file),
         is truncated or damaged, has an unknown format version, or contains
-        arrays whose names, shapes or dtypes do not match its architecture.
+        entries whose names, shapes or dtypes do not match its architecture.
+        The message names the file and the entry or architecture field.
     """
     path = os.fsdecode(os.fspath(path))
-    entries = _read_archive(path)
-    _read_version(path, entries)
-    architecture = _read_architecture(path, entries)
-    return _build_model(path, architecture, entries)
+    with open(path, "rb") as file:
+        signature = file.read(4)
+    if signature not in _ZIP_SIGNATURES:
+        raise ValueError(
+            f"{path!r} is not an nnback model file: it is not a .npz (zip) archive"
+        )
+
+    with _reading_archive(path):
+        zip_file = zipfile.ZipFile(path)
+    with zip_file:
+        archive = _Archive(path, zip_file)
+        _read_version(archive)
+        architecture = _read_architecture(archive)
+        dtype = _DTYPES.get(architecture["dtype"])
+        headers = _check_parameter_headers(archive, _expected_arrays(architecture), dtype)
+        return _build_model(archive, architecture, headers)
