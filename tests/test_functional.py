@@ -859,6 +859,195 @@ def test_cross_entropy_out_of_range_label(label_dtype, bad_value):
 
 
 # ---------------------------------------------------------------------------
+# Long sums: lane and block boundaries, wide rows and tall batches
+# ---------------------------------------------------------------------------
+
+# Row widths around the 16 partial sums of a row sum, the 256-entry exponential
+# blocks of log_softmax and the 512-column blocks of the bias gradient.
+SUM_WIDTHS = [15, 16, 17, 33, 255, 256, 257, 511, 512, 513, 1100]
+
+# A float32 row of 10**7 random logits against float64 values of the same
+# float32 logits. Shifting a float32 logit by the row maximum rounds at 2**-24
+# relative to the shifted logit s, which moves exp(s) by about |s| * 2**-24
+# relative. |s| stays below 12 for these logits, and the max relative error
+# measured on x86-64 with AVX-512 is 6.6e-7.
+WIDE_ROW_RTOL = 2e-6
+WIDE_ROW_CLASSES = 10**7
+
+# A float32 result within this many units in the last place (np.spacing) of the
+# exact value. A float32 running sum of the exponentials of 2**24 + 5 zeros stops
+# at 2**24, which moves 1 / C by 5 units.
+SATURATION_MAX_ULPS = 2
+
+
+@pytest.fixture(scope="module")
+def wide_row():
+    """Return one float32 row of standard normal logits, shape (1, 10**7)."""
+    return np.random.default_rng(0).standard_normal((1, WIDE_ROW_CLASSES), dtype=np.float32)
+
+
+def float64_log_softmax(z):
+    """Return log_softmax of each row of z, computed in float64 with NumPy."""
+    z = np.asarray(z, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def max_relative_error(actual, expected):
+    """Return max |actual / expected - 1|, without assert_allclose's copies of 10**7 entries."""
+    return np.max(np.abs(actual / expected - 1.0))
+
+
+def ulps_from(actual, exact):
+    """Return |actual - exact| in units of the float32 spacing at exact."""
+    return np.abs(np.float64(actual) - exact) / np.spacing(np.float32(exact))
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("n_classes", SUM_WIDTHS, ids=str)
+def test_softmax_block_boundaries(rng, function, dtype, n_classes):
+    z = (5 * rng.standard_normal((3, n_classes))).astype(dtype)
+
+    result = getattr(functional, function)(z)
+
+    assert_parity(result, getattr(reference, function)(z), dtype)
+
+
+@pytest.mark.parametrize("targets", ["indices", "probabilities"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("n_classes", SUM_WIDTHS, ids=str)
+def test_cross_entropy_block_boundaries(rng, targets, dtype, n_classes):
+    z = (3 * rng.standard_normal((3, n_classes))).astype(dtype)
+    if targets == "indices":
+        target_array = rng.integers(0, n_classes, size=3)
+    else:
+        target_array = random_probabilities(rng, (3, n_classes), dtype)
+
+    loss, dz = functional.softmax_cross_entropy(z, target_array, reduction="none")
+    expected_loss, expected_dz = reference.softmax_cross_entropy(z, target_array, reduction="none")
+
+    assert_parity(loss, expected_loss, dtype)
+    assert_parity(dz, expected_dz, dtype)
+
+
+@pytest.mark.parametrize("position", [0, 15, 16, 39], ids=lambda position: f"at{position}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_wide_row_special_values(dtype, position):
+    # 40 columns: two full sets of 16 partial sums and 8 more in order.
+    nan_row = np.linspace(-2.0, 2.0, 40)
+    nan_row[position] = np.nan
+    masked_row = np.linspace(-2.0, 2.0, 40)
+    masked_row[position] = -np.inf
+    infinite_row = np.linspace(-2.0, 2.0, 40)
+    infinite_row[position] = np.inf
+    z = np.array([nan_row, masked_row, infinite_row], dtype=dtype)
+    # The target of the special entry is 0, so the -inf row has a finite loss.
+    targets = np.zeros((3, 40), dtype=dtype)
+    targets[:, (position + 1) % 40] = 1.0
+
+    p = functional.softmax(z)
+    log_p = functional.log_softmax(z)
+    loss, dz = functional.softmax_cross_entropy(z, targets, reduction="none")
+
+    assert np.isnan(p[0]).all()
+    assert np.isnan(log_p[0]).all()
+    assert np.isnan(loss[0])
+    assert p[1, position] == 0.0
+    assert log_p[1, position] == -np.inf
+    assert np.isfinite(loss[1])
+    assert np.isnan(p[2]).all()
+    assert np.isnan(loss[2])
+    assert_parity(p, reference.softmax(z), dtype)
+    assert_parity(log_p, reference.log_softmax(z), dtype)
+    assert_parity(dz, reference.softmax_cross_entropy(z, targets, reduction="none")[1], dtype)
+
+
+def test_float32_wide_row_softmax(wide_row):
+    p = functional.softmax(wide_row)
+
+    assert p.dtype == np.float32
+    assert abs(p.sum(dtype=np.float64) - 1.0) < 1e-5
+    assert max_relative_error(p, np.exp(float64_log_softmax(wide_row))) < WIDE_ROW_RTOL
+
+
+def test_float32_wide_row_log_softmax(wide_row):
+    log_p = functional.log_softmax(wide_row)
+
+    assert log_p.dtype == np.float32
+    assert max_relative_error(log_p, float64_log_softmax(wide_row)) < WIDE_ROW_RTOL
+
+
+@pytest.mark.parametrize("targets", ["indices", "probabilities"])
+def test_float32_wide_row_cross_entropy(wide_row, targets):
+    log_p = float64_log_softmax(wide_row)
+    if targets == "indices":
+        target_array = np.array([WIDE_ROW_CLASSES // 3])
+        expected_loss = -log_p[0, WIDE_ROW_CLASSES // 3]
+        expected_dz = np.exp(log_p)
+        expected_dz[0, WIDE_ROW_CLASSES // 3] -= 1.0
+    else:
+        target_array = random_probabilities(np.random.default_rng(1), wide_row.shape, np.float32)
+        exact_targets = target_array.astype(np.float64)
+        expected_loss = -(exact_targets * log_p).sum()
+        expected_dz = np.exp(log_p) * exact_targets.sum() - exact_targets
+
+    loss, dz = functional.softmax_cross_entropy(wide_row, target_array, reduction="sum")
+
+    assert abs(loss / expected_loss - 1.0) < WIDE_ROW_RTOL
+    # dz = p sum(t) - t cancels for probability targets, so its error is
+    # measured against the largest entry rather than against each entry.
+    if targets == "indices":
+        assert max_relative_error(dz, expected_dz) < WIDE_ROW_RTOL
+    else:
+        scale = np.abs(expected_dz).max()
+        assert np.abs(dz - expected_dz).max() < WIDE_ROW_RTOL * scale
+
+
+@pytest.mark.parametrize("n_classes", [2**24 + 5, 3 * 2**23], ids=["2^24+5", "3x2^23"])
+def test_float32_constant_row_beyond_2_24(n_classes):
+    z = np.zeros((1, n_classes), dtype=np.float32)
+    label = n_classes - 1
+
+    p = functional.softmax(z)
+    loss, dz = functional.softmax_cross_entropy(z, np.array([label]), reduction="sum")
+
+    assert ulps_from(loss, np.log(n_classes)) <= 1
+    assert ulps_from(p[0, 0], 1.0 / n_classes) <= SATURATION_MAX_ULPS
+    assert ulps_from(p[0, label], 1.0 / n_classes) <= SATURATION_MAX_ULPS
+    assert ulps_from(dz[0, 0], 1.0 / n_classes) <= SATURATION_MAX_ULPS
+    assert ulps_from(dz[0, label], 1.0 / n_classes - 1.0) <= SATURATION_MAX_ULPS
+
+
+def test_float32_tall_batch_bias_gradient():
+    n_rows = 2**22
+    noise = np.random.default_rng(2).standard_normal((n_rows, 2))
+    dy = (1.0 + 1e-3 * noise).astype(np.float32)
+    x = np.zeros((n_rows, 1), dtype=np.float32)
+    weight = np.ones((1, 2), dtype=np.float32)
+
+    _, _, dbias = functional.linear_backward(x, weight, dy, need_dx=False)
+
+    # Within one float32 unit in the last place: the error comes from the final
+    # rounding to float32, not from one rounding per row.
+    exact = dy.sum(axis=0, dtype=np.float64)
+    assert dbias.dtype == np.float32
+    np.testing.assert_allclose(dbias, exact, rtol=2.0**-23, atol=0)
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 3], ids=lambda n_rows: f"B{n_rows}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("n_outputs", SUM_WIDTHS, ids=str)
+def test_bias_gradient_column_blocks(rng, dtype, n_rows, n_outputs):
+    x, weight, _, dy = linear_inputs(rng, (n_rows, 2, n_outputs), dtype)
+
+    _, _, dbias = functional.linear_backward(x, weight, dy, need_dx=False)
+
+    assert_parity(dbias, reference.linear_backward(x, weight, dy)[2], dtype)
+    assert_parity(dbias, dy.sum(axis=0, dtype=np.float64).astype(dtype), dtype)
+
+
+# ---------------------------------------------------------------------------
 # Gradients: float64 finite differences and float32 against float64
 # ---------------------------------------------------------------------------
 

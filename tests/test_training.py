@@ -254,3 +254,15 @@ def test_two_threads_training_one_model():
     assert errors == []
     for parameter in model.parameters():
         assert np.all(np.isfinite(parameter.data))
+
+
+def test_byte_swapped_labels_match_native():
+    x, labels = make_batch(np.float64)
+    first, second = make_model("relu", np.float64), make_model("relu", np.float64)
+
+    value = train_step(first, SoftmaxCrossEntropy(), SGD(first.parameters(), lr=0.1), x,
+                       labels.astype(">i8"))
+    expected = train_step(second, SoftmaxCrossEntropy(), SGD(second.parameters(), lr=0.1), x,
+                          labels.astype("<i8"))
+
+    assert value == expected

@@ -1,5 +1,5 @@
 /*
- * Vectorizable exponential, sigmoid and tanh, and the activation loops of nnback.
+ * Vectorizable exponential, sigmoid and tanh, the activation loops and the sums of nnback.
  *
  * Scalar functions (static inline, safe to call from nogil Cython code):
  *
@@ -21,7 +21,8 @@
  *   nnb_relu_forward_f32/_f64(x, y, n)             y = x if x > 0, 0 if x <= 0, NaN if x is NaN
  *   nnb_relu_backward_f32/_f64(y, dy, dx, n)       dx = dy * m, m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN
  *
- * Sums, accumulated in double precision and vectorized without reassociation:
+ * Sums, vectorized without reassociation and accumulated in double precision, except
+ * that float arrays of fewer than NNB_SUM_LANES (16) entries are summed in float:
  *
  *   double nnb_sum_f32/_f64(x, n)                           sum_i x[i]
  *   void   nnb_sum_columns_f32(x, n_rows, n_columns, sums)  sums[j] = sum_i x[i * n_columns + j]
@@ -496,7 +497,7 @@ static inline void nnb_relu_backward_f64(const double *y, const double *dy, doub
 
 /* ---- sums --------------------------------------------------------------------- */
 
-/* Independent partial sums per array sum. A fixed set of lanes is a summation order
+/* Number of independent partial sums of an array sum. A fixed set of lanes is a summation order
    that GCC can vectorize without -fassociative-math, and it shortens each lane's
    chain of additions to n / NNB_SUM_LANES terms. */
 #define NNB_SUM_LANES 16  /* nnb_combine_lanes adds exactly 16 */
@@ -547,21 +548,23 @@ static inline double nnb_sum_lanes_f64(const double *x, ptrdiff_t n)
 }
 
 
-/* sum_i x[i] for i < n, in double precision. Every float32 is exact in double, so a
-   sum of n terms has a relative error near n / NNB_SUM_LANES * 2^-53 times
-   sum_i |x[i]| / |sum_i x[i]|, and NaN or infinities give the IEEE result.
-   Rows shorter than NNB_SUM_LANES are summed in order, inline, because the call
-   to a target clone and the combining of the lanes would cost more than the sum. */
+/* sum_i x[i] for i < n. From NNB_SUM_LANES terms on, the sum is accumulated in
+   double, so its relative error stays near n / NNB_SUM_LANES * 2^-53 times
+   sum_i |x[i]| / |sum_i x[i]|. Shorter arrays are summed inline, in order and in
+   float: at most 15 roundings of 2^-24, and no call to a target clone or
+   conversions on the dependency chain of a short softmax row. NaN and infinities
+   give the IEEE result. */
 NNB_INLINE double nnb_sum_f32(const float *x, ptrdiff_t n)
 {
     if (n >= NNB_SUM_LANES) return nnb_sum_lanes_f32(x, n);
 
-    double total = 0.0;
-    for (ptrdiff_t i = 0; i < n; i++) total += (double)x[i];
+    float total = 0.0f;
+    for (ptrdiff_t i = 0; i < n; i++) total += x[i];
     return total;
 }
 
 
+/* sum_i x[i] for i < n, in the same order as nnb_sum_f32. */
 NNB_INLINE double nnb_sum_f64(const double *x, ptrdiff_t n)
 {
     if (n >= NNB_SUM_LANES) return nnb_sum_lanes_f64(x, n);

@@ -32,11 +32,12 @@ correctly rounded result), and log is the C library's.
 
 Note [double sums]: the row sums of exponentials and of targets are accumulated
 in double precision for float32 input too, over 16 interleaved partial sums
-(``nnb_sum_f32``), which keeps them vectorized. Each sum is then rounded once to
-the dtype of z, in which the log-sum-exp, the row loss and the gradient are
-computed. A float32 running sum would stop growing once it is about 2**24 times
-its terms: a row of 2**24 or more equal logits would then have the loss
-log(2**24) whatever its width. The sum of the row losses is accumulated in
+(``nnb_sum_f32``), which keeps them vectorized. Rows of fewer than 16 entries are
+summed in order in their own dtype, with at most 15 roundings. Each sum is then
+rounded once to the dtype of z, in which the log-sum-exp, the row loss and the
+gradient are computed. A float32 running sum would stop growing once it is about
+2**24 times its terms: a row of 2**24 or more equal logits would then have the
+loss log(2**24) whatever its width. The sum of the row losses is accumulated in
 double precision.
 
 The entry points trust their arguments: ``nnback.functional`` checks shapes,
@@ -53,7 +54,8 @@ cdef extern from "_fastmath.h" nogil:
     # y[i] = e^x[i] for i < n, within 1.05 ulp and vectorized. y may be x itself.
     void nnb_exp_f32(const float* x, float* y, Py_ssize_t n)
     void nnb_exp_f64(const double* x, double* y, Py_ssize_t n)
-    # sum_i x[i] for i < n, accumulated in double over 16 vectorized partial sums.
+    # sum_i x[i] for i < n. From n = 16 on, accumulated in double over 16
+    # vectorized partial sums.
     double nnb_sum_f32(const float* x, Py_ssize_t n)
     double nnb_sum_f64(const double* x, Py_ssize_t n)
 
@@ -126,12 +128,16 @@ cdef inline double exp_shifted(const floating* z, floating maximum,
 
 cdef inline double sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
     # sum_j exp(values[j]) in double precision, exponentiated block by block
-    # into a stack buffer, so that values is left unchanged.
+    # into a stack buffer, so that values is left unchanged. The first block
+    # starts the total, which adds no conversions to the sum of a short row.
     cdef floating buffer[EXP_BLOCK]
-    cdef double total = 0
-    cdef Py_ssize_t start = 0
-    cdef Py_ssize_t count
+    cdef double total
+    cdef Py_ssize_t start, count
 
+    count = min(<Py_ssize_t> EXP_BLOCK, n)
+    exp_array(values, buffer, count)
+    total = sum_array(buffer, count)
+    start = count
     while start < n:
         count = min(<Py_ssize_t> EXP_BLOCK, n - start)
         exp_array(values + start, buffer, count)

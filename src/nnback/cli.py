@@ -344,11 +344,12 @@ def _check_labels(source, data):
 def _estimate_training_bytes(args, layer_sizes, n_train, n_test):
     """Return an estimate of the memory in bytes that :func:`train_model` allocates.
 
-    Counts the data, gradient and optimizer state of every parameter, the
-    float64 draw of the largest initial weight matrix, the forward outputs and
-    backward gradients of one batch and of one evaluation chunk, and the
-    training and test features in the computation dtype with the shuffled copy.
-    It leaves out the loaded float32 data and the interpreter itself.
+    The estimate counts the data, gradient and optimizer state of every
+    parameter and the float64 draw of the largest initial weight matrix. It
+    adds the forward outputs and backward gradients of one batch and of one
+    evaluation chunk. Last come the training features in the computation dtype,
+    their shuffled copy and the test features. The loaded float32 data and the
+    interpreter itself are left out.
     """
     itemsize = np.dtype(args.dtype).itemsize
     layer_pairs = list(zip(layer_sizes[:-1], layer_sizes[1:]))

@@ -358,8 +358,9 @@ def _read_npz_array(archive, member, role, name, source):
     """Read one array of an .npz archive after checking its header.
 
     The layout check for ``role`` ("features" or "labels") and the size checks
-    run on the .npy header, so a member with the wrong shape or dtype, or one
-    that would not fit in memory, is rejected before its data is decompressed.
+    run on the .npy header. A member with the wrong shape or dtype, or one that
+    would not fit in memory, is therefore rejected before its data is
+    decompressed.
     """
     info = archive.getinfo(member)
     try:

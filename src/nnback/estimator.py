@@ -146,9 +146,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     keep their meaning. The differences:
 
     * The output layer is a softmax. For two classes it has two units, and the
-      first stays fixed at logit 0 (its weights and bias are reset to zero after
-      every step), so the softmax over ``(0, z)`` is scikit-learn's single
-      logistic unit ``sigmoid(z)``, with the same gradient.
+      first stays fixed at logit 0 because its weights and bias are reset to
+      zero after every step. The softmax over ``(0, z)`` is then scikit-learn's
+      single logistic unit ``sigmoid(z)``, with the same gradient.
     * The reported loss is the exact cross-entropy. scikit-learn clips the
       probabilities to ``[eps, 1 - eps]`` first (eps of the dtype), so
       ``loss_curve_`` differs where predictions saturate, and with it

@@ -129,7 +129,8 @@ def _checked_labels(targets, n_samples, n_classes):
     """Return class indices as C-contiguous intp after the range check."""
     z_shape = (n_samples, n_classes)
     _validation.check_class_index_shape(targets, z_shape)
-    labels = np.ascontiguousarray(targets)
+    # The compiled check reads native byte order only.
+    labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
     position = _softmax.first_invalid_label(labels, n_classes)
     if position >= 0:
         raise _validation.invalid_label_error(labels, position, z_shape)
