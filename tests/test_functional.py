@@ -933,7 +933,7 @@ def test_cross_entropy_block_boundaries(rng, targets, dtype, n_classes):
 
 @pytest.mark.parametrize("position", [0, 15, 16, 39], ids=lambda position: f"at{position}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_wide_row_special_values(dtype, position):
+def test_softmax_special_values_in_lanes(dtype, position):
     # 40 columns: two full sets of 16 partial sums and 8 more in order.
     nan_row = np.linspace(-2.0, 2.0, 40)
     nan_row[position] = np.nan
@@ -957,6 +957,7 @@ def test_wide_row_special_values(dtype, position):
     assert log_p[1, position] == -np.inf
     assert np.isfinite(loss[1])
     assert np.isnan(p[2]).all()
+    assert np.isnan(log_p[2]).all()
     assert np.isnan(loss[2])
     assert_parity(p, reference.softmax(z), dtype)
     assert_parity(log_p, reference.log_softmax(z), dtype)
@@ -1035,7 +1036,9 @@ def test_float32_tall_batch_bias_gradient():
     np.testing.assert_allclose(dbias, exact, rtol=2.0**-23, atol=0)
 
 
-@pytest.mark.parametrize("n_rows", [0, 1, 3], ids=lambda n_rows: f"B{n_rows}")
+# Batches below, at and above the four rows that one pass of the float32 column
+# sum adds.
+@pytest.mark.parametrize("n_rows", [0, 1, 3, 4, 9], ids=lambda n_rows: f"B{n_rows}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("n_outputs", SUM_WIDTHS, ids=str)
 def test_bias_gradient_column_blocks(rng, dtype, n_rows, n_outputs):

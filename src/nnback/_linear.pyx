@@ -100,9 +100,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
 cdef void sum_columns(int n_samples, int n_outputs, const floating* dy,
                       floating* db) noexcept nogil:
-    # db[j] = sum_i dy[i, j] in double precision, accumulated one row at a time
-    # so that the inner loop runs over contiguous memory. An empty batch gives
-    # zeros.
+    # db[j] = sum_i dy[i, j] in double precision, with inner loops along rows of
+    # dy, which are contiguous. An empty batch gives zeros.
     cdef Py_ssize_t i, j
     cdef const floating* dy_row
 

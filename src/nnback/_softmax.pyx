@@ -126,16 +126,21 @@ cdef inline double exp_shifted(const floating* z, floating maximum,
     return sum_array(out, n_classes)
 
 
-cdef inline double sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
-    # sum_j exp(values[j]) in double precision, exponentiated block by block
-    # into a stack buffer, so that values is left unchanged. The first block
-    # starts the total, which adds no conversions to the sum of a short row.
+cdef inline floating sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
+    # sum_j exp(values[j]), exponentiated block by block into a stack buffer,
+    # so that values is left unchanged. The blocks are added in double
+    # precision (Note [double sums]). A row of one block returns its sum
+    # directly, which keeps float32 to float64 conversions off the dependency
+    # chain of short rows.
     cdef floating buffer[EXP_BLOCK]
     cdef double total
     cdef Py_ssize_t start, count
 
     count = min(<Py_ssize_t> EXP_BLOCK, n)
     exp_array(values, buffer, count)
+    if count == n:
+        return <floating> sum_array(buffer, count)
+
     total = sum_array(buffer, count)
     start = count
     while start < n:
@@ -143,7 +148,7 @@ cdef inline double sum_exp(const floating* values, Py_ssize_t n) noexcept nogil:
         exp_array(values + start, buffer, count)
         total += sum_array(buffer, count)
         start += count
-    return total
+    return <floating> total
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +199,7 @@ cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
         # computed in place: z is not read again after this loop.
         for j in range(n_classes):
             out_row[j] = z_row[j] - maximum
-        log_sum_exp = log_of(<floating> sum_exp(out_row, n_classes))
+        log_sum_exp = log_of(sum_exp(out_row, n_classes))
         for j in range(n_classes):
             out_row[j] -= log_sum_exp
 
