@@ -32,6 +32,7 @@ from cython cimport floating
 from libc.stdlib cimport free, malloc
 
 from nnback._blas cimport gemm
+from nnback._linear cimport sum_columns
 from nnback._softmax cimport cross_entropy_labels_rows
 
 cnp.import_array()
@@ -134,20 +135,6 @@ cdef void activation_derivative(int n_rows, int n_columns, int activation,
             nnb_sigmoid_backward_f64(y, grad, grad, size)
         elif activation == TANH:
             nnb_tanh_backward_f64(y, grad, grad, size)
-
-
-cdef void sum_columns(int n_rows, int n_columns, const floating* grad,
-                      floating* column_sums) noexcept nogil:
-    # column_sums[j] = sum_i grad[i, j], the bias gradient, one row at a time.
-    cdef Py_ssize_t i, j
-    cdef const floating* row
-
-    for j in range(n_columns):
-        column_sums[j] = 0
-    for i in range(n_rows):
-        row = grad + i * n_columns
-        for j in range(n_columns):
-            column_sums[j] += row[j]
 
 
 cdef void scaled_update(int n, floating scale, floating step, const floating* delta,
