@@ -315,10 +315,6 @@ cdef class DenseChain:
         self.workspaces[n_samples] = buffers
         return buffers
 
-    def outputs(self, int n_samples):
-        """Return the forward outputs of the last step with ``n_samples`` rows."""
-        return self.workspace(n_samples)[0]
-
     def train_step(self, cnp.ndarray x, cnp.ndarray labels, bint fused_sgd,
                    double learning_rate=0.0, double weight_decay=0.0, bint mean=True):
         """Run forward, loss and backward for one batch; return the reduced loss.
@@ -396,7 +392,6 @@ cdef class DenseChain:
 
     cdef empty_batch_step(self, bint fused_sgd, double decay_factor):
         # An empty batch has zero gradients, so fused SGD only applies the decay.
-        cdef int block
         cdef list parameters = self.weights + [bias for bias in self.biases if bias is not None]
         for parameter in parameters:
             if fused_sgd:
