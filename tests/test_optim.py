@@ -571,7 +571,7 @@ def test_adam_hyperparameters_changed_later_match_constructor():
 
 
 def test_params_are_read_only():
-    # The optimizer state holds one buffer per Parameter, of that Parameter's size.
+    # The optimizer state has one buffer per Parameter, of that Parameter's size.
     optimizer = SGD(one_param(), lr=0.1, momentum=0.9)
 
     with pytest.raises(AttributeError, match="Optimizer.params is read-only"):

@@ -635,7 +635,7 @@ def test_infinite_row_losses_give_same_result(reduction):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_float32_loss_sum_overflow_gives_same_result(reduction):
-    # float32 holds each row loss 3e38, but not their sum 6e38.
+    # float32 can represent each row loss 3e38, but not their sum 6e38.
     z = np.array([[1e38, -2e38], [1e38, -2e38]], dtype=np.float32)
     labels = np.array([1, 1])
 

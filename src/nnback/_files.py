@@ -1,8 +1,8 @@
 """Atomic replacement of files.
 
 :func:`atomic_write` writes new content to a temporary file in the target's
-directory and renames it over the target, so that a reader of the target sees
-either the old file or the complete new one, never a partial write.
+directory and renames it over the target. A process that opens the target
+reads either the old file or the complete new one, never a partial write.
 """
 
 import codecs

@@ -51,7 +51,7 @@ def _check_hyperparameter(name, value, *, minimum=None, below=None, above=None):
         conditions.append((number > above, f"> {above}"))
     if below is not None:
         conditions.append((number < below, f"< {below}"))
-    if not all(holds for holds, _ in conditions):
+    if not all(satisfied for satisfied, _ in conditions):
         expected = " and ".join(text for _, text in conditions)
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return number
@@ -70,7 +70,7 @@ class Optimizer:
     ----------
     params : tuple of Parameter
         The Parameters in the order given. Read-only, because the optimizer
-        state holds one buffer of the same shape per Parameter.
+        state has one buffer of the same shape per Parameter.
     """
 
     def __init__(self, params):
