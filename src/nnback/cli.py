@@ -1,9 +1,10 @@
-"""Command line interface: ``nnback train`` and ``nnback predict``.
+"""Command line interface: ``nnback train``, ``nnback predict`` and ``nnback check``.
 
 ``nnback train`` fits a multilayer perceptron with softmax cross-entropy to a
 data set and reports the test accuracy. Without arguments it trains on the
 digits that ship with scikit-learn. ``nnback predict`` applies a saved model to
-new samples.
+new samples. ``nnback check`` tests the compiled kernels on this machine and
+prints the BLAS libraries in use.
 
 Progress goes to stderr and results to stdout. Invalid options and unreadable or
 malformed input end the program with one line ``nnback: error: ...`` on stderr
@@ -234,6 +235,25 @@ def build_parser():
     )
     _add_threads_option(predict)
     predict.set_defaults(run=run_predict)
+
+    check = subcommands.add_parser(
+        "check",
+        help="test the compiled kernels and the BLAS on this machine",
+        description=(
+            "Print the BLAS and OpenMP libraries loaded by NumPy and SciPy, then compare "
+            "every compiled operation with the NumPy reference in float32 and float64 and "
+            "with finite differences in float64. Exits with status 1 if any check fails."
+        ),
+    )
+    check.add_argument(
+        "--verbose", action="store_true", help="print every check, not only the failed ones"
+    )
+    check.add_argument(
+        "--seed", type=_non_negative_int, default=DEFAULT_SEED,
+        help=f"seed of the random test inputs (default: {DEFAULT_SEED})",
+    )
+    _add_threads_option(check)
+    check.set_defaults(run=run_check)
     return parser
 
 
@@ -669,6 +689,13 @@ def run_predict(args):
         accuracy = float(np.mean(predictions == y))
         print(f"accuracy: {100.0 * accuracy:.1f}% ({len(y)} samples)", file=sys.stderr)
     return 0
+
+
+def run_check(args):
+    """Run ``nnback check`` and return the exit status: 0 if every check passed, else 1."""
+    from nnback import selfcheck
+
+    return 0 if selfcheck.run(sys.stdout, verbose=args.verbose, seed=args.seed) else EXIT_FAILURE
 
 
 # ---------------------------------------------------------------------------
