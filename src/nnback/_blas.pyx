@@ -14,6 +14,18 @@ with ``n``, and passes the transpose flags through unchanged.
 
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+cdef extern from *:
+    """
+    #ifndef NNBACK_DEBUG_BUILD
+    #define NNBACK_DEBUG_BUILD 0
+    #endif
+    """
+    int NNBACK_DEBUG_BUILD
+
+# True when the extension was built with NNBACK_DEBUG=1: Cython's bounds,
+# wraparound and initialization checks on, and no optimization.
+DEBUG_BUILD = bool(NNBACK_DEBUG_BUILD)
+
 
 cdef inline int at_least_one(int value) noexcept nogil:
     # BLAS rejects a leading dimension of 0, which an empty matrix would give.
@@ -84,7 +96,10 @@ def gemm_for_tests(bint trans_a, bint trans_b, double alpha,
             f"{a_shape} and c of shape {(m, n)}"
         )
 
+    cdef const floating* a_data = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
+    cdef const floating* b_data = &b[0, 0] if b.shape[0] * b.shape[1] else NULL
+    cdef floating* c_data = &c[0, 0] if m * n else NULL
+
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0] if a.shape[0] * a.shape[1] else NULL,
-             <int> a.shape[1], &b[0, 0] if b.shape[0] * b.shape[1] else NULL,
-             <int> b.shape[1], <floating> beta, &c[0, 0] if m * n else NULL, <int> c.shape[1])
+        gemm(trans_a, trans_b, m, n, k, <floating> alpha, a_data, <int> a.shape[1],
+             b_data, <int> b.shape[1], <floating> beta, c_data, <int> c.shape[1])

@@ -217,7 +217,7 @@ cdef void log_softmax_rows(Py_ssize_t n_rows, Py_ssize_t n_classes,
 
 
 def log_softmax(const floating[:, ::1] z, floating[:, ::1] log_p):
-    """Write ``log_p = log_softmax(z)`` row by row, where ``log_p`` may be ``z`` itself. Returns None."""
+    """Write ``log_p = log_softmax(z)`` row by row. ``log_p`` may be ``z`` itself."""
     cdef Py_ssize_t n_rows = z.shape[0]
     cdef Py_ssize_t n_classes = z.shape[1]
 
@@ -368,8 +368,9 @@ def cross_entropy_probabilities(const floating[:, ::1] z, const floating[:, ::1]
     if n_classes == 0:
         # Every row is an empty sum.
         if row_loss is not None:
-            for i in range(n_rows):
-                row_loss[i] = 0
+            with nogil:
+                for i in range(n_rows):
+                    row_loss[i] = 0
         return 0.0
     if row_loss is not None:
         row_loss_data = &row_loss[0]

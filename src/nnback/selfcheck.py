@@ -385,6 +385,8 @@ def run(stream=None, verbose=False, seed=0):
         f"SciPy {scipy.__version__}, {platform.system()} {platform.machine()}",
         file=stream,
     )
+    build = "debug (bounds checks on)" if _blas.DEBUG_BUILD else "optimized"
+    print(f"compiled kernels: {build} build", file=stream)
     print("BLAS and OpenMP libraries loaded:", file=stream)
     for line in describe_libraries() or ["  none found by threadpoolctl"]:
         print(line, file=stream)
