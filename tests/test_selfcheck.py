@@ -67,6 +67,8 @@ def test_run_reports_wrong_kernel(monkeypatch):
 
 def test_run_reports_wrong_gemm(monkeypatch):
     class OffByOneBlas:
+        DEBUG_BUILD = False
+
         @staticmethod
         def gemm_for_tests(trans_a, trans_b, alpha, a, b, beta, c):
             selfcheck_blas.gemm_for_tests(trans_a, trans_b, alpha, a, b, beta, c)
