@@ -52,7 +52,19 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 @dataclass
 class Result:
-    """The outcome of one named check: the largest error seen and its limit."""
+    """The outcome of one named check: the largest error seen and its limit.
+
+    Parameters
+    ----------
+    name : str
+        What was checked, with the dtype.
+    error : float
+        The largest normwise error over the check's comparisons.
+    limit : float
+        The largest error that passes.
+    cases : int
+        The number of comparisons.
+    """
 
     name: str
     error: float
@@ -61,15 +73,31 @@ class Result:
 
     @property
     def passed(self):
-        # NaN errors fail: a comparison with NaN is false.
+        """Whether ``error <= limit``. A NaN error fails."""
         return self.error <= self.limit
 
 
 def normwise_error(actual, expected):
-    """Return ``max|actual - expected| / max|expected|``, 0.0 for empty or equal arrays.
+    """Return ``max|actual - expected| / max|expected|`` over the finite entries of ``expected``.
 
-    NaN and infinity must appear at the same positions in both arrays, or the
-    error is infinite.
+    Parameters
+    ----------
+    actual, expected : array_like
+        Arrays of the same shape. ``expected`` is the trusted value.
+
+    Returns
+    -------
+    float
+        0.0 for empty or equal arrays. Infinite if the shapes differ, if NaN or
+        infinity in one array is not matched by the same value in the other,
+        or if ``expected`` is all zeros and ``actual`` is not.
+
+    Examples
+    --------
+    >>> normwise_error([1.0, 2.0], [1.0, 2.5])
+    0.2
+    >>> normwise_error([float("nan"), 1.0], [0.0, 1.0])
+    inf
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -311,7 +339,18 @@ def _training_step_error(rng, dtype):
 
 
 def run_checks(seed=0):
-    """Run every check and return a list of :class:`Result`."""
+    """Run every check.
+
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of the random inputs.
+
+    Returns
+    -------
+    list of Result
+        One entry per operation group and dtype, in the order they ran.
+    """
     rng = np.random.default_rng(seed)
     results = []
 
@@ -339,10 +378,17 @@ def run_checks(seed=0):
 
 
 def describe_libraries():
-    """Return one line per BLAS or OpenMP library loaded in the process.
+    """Describe the BLAS and OpenMP libraries loaded in the process.
 
     SciPy's BLAS runs nnback's matrix products. Importing nnback loads it, and
     NumPy loads its own copy.
+
+    Returns
+    -------
+    list of str
+        One entry per library, as threadpoolctl reports it: the API, version,
+        which package loaded it, CPU architecture, threading layer, thread
+        count and the path of the shared library.
     """
     lines = []
     for pool in threadpool_info():
@@ -376,6 +422,11 @@ def run(stream=None, verbose=False, seed=0):
         Print every check. By default only failed checks and a summary are printed.
     seed : int, default 0
         Seed of the random inputs.
+
+    Returns
+    -------
+    bool
+        True if every check passed.
     """
     from nnback import __version__
 
