@@ -348,6 +348,7 @@ INVALID_OPTIONS = [
     ("hidden_zero", ["train", "--hidden", "64,0"], "--hidden"),
     ("hidden_text", ["train", "--hidden", "a,b"], "--hidden"),
     ("hidden_empty", ["train", "--hidden", ""], "--hidden"),
+    ("threads_beyond_c_int", ["train", "--threads", "99999999999999999999"], "--threads"),
     ("activation", ["train", "--activation", "softplus"], "--activation"),
     ("optimizer", ["train", "--optimizer", "rmsprop"], "--optimizer"),
     ("dtype", ["train", "--dtype", "float16"], "--dtype"),

@@ -227,8 +227,9 @@ def test_replaced_weight_parameter_rebuilds_chain():
 
 
 def test_two_threads_training_one_model():
-    # Steps on one model from two threads run one at a time, so mixed batch
-    # sizes neither crash nor corrupt the parameters.
+    # Two threads racing on one model with mixed batch sizes neither crash nor
+    # corrupt the parameters: a step that overlaps the other thread's step is
+    # rejected with RuntimeError before it touches anything.
     import threading
 
     model = mlp([16, 32, 4], dtype=np.float32, rng=0)
@@ -239,11 +240,14 @@ def test_two_threads_training_one_model():
         rng = np.random.default_rng(n_samples)
         x = rng.standard_normal((n_samples, 16)).astype(np.float32)
         labels = rng.integers(0, 4, n_samples)
-        try:
-            for _ in range(300):
+        for _ in range(300):
+            try:
                 train_step(model, SoftmaxCrossEntropy(), optimizer, x, labels)
-        except Exception as error:  # noqa: BLE001 - reported by the assert below
-            errors.append(error)
+            except RuntimeError as error:
+                if "already in use by another thread" not in str(error):
+                    errors.append(error)
+            except Exception as error:  # noqa: BLE001 - reported by the assert below
+                errors.append(error)
 
     threads = [threading.Thread(target=train, args=(size,)) for size in (8, 512)]
     for thread in threads:

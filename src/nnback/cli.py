@@ -8,7 +8,11 @@ prints the BLAS libraries in use.
 
 Progress goes to stderr and results to stdout. Invalid options and unreadable or
 malformed input end the program with one line ``nnback: error: ...`` on stderr
-and exit status 2.
+and exit status 2. A training loss that becomes NaN or infinite ends ``nnback
+train`` with such a line and exit status 1, unless ``--on-nonfinite continue``
+is given. Ctrl-C (SIGINT) ends it with one line ``nnback: interrupted...`` and
+exit status 130. The file given to ``--save`` is only ever replaced whole, so
+after an interrupt it is the old file or a complete new one.
 """
 
 import argparse
@@ -23,10 +27,13 @@ import numpy as np
 
 from nnback import datasets
 from nnback._files import atomic_write
+from nnback.training import NonFiniteLossError
 
 PROG = "nnback"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+# 128 + SIGINT, the status that shells report for a process ended by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 # Defaults of ``nnback train``. On the digits data, seeds 0 to 39 gave test
 # accuracies from 97.6% to 98.4% (mean 98.1%), with about 0.3 s of training
@@ -87,6 +94,15 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _thread_count(text):
+    from nnback.parallelism import MAX_THREADS
+
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads, got {text!r}")
     return value
 
 
@@ -208,6 +224,18 @@ def build_parser():
     _add_threads_option(train)
     train.add_argument("--save", metavar="PATH", help="save the trained model to this .npz file")
     train.add_argument(
+        "--checkpoint", action="store_true",
+        help="with --save, also write the model to PATH at the end of every epoch, so "
+             "that an interrupted run keeps the last finished epoch (each write "
+             "replaces the file atomically)",
+    )
+    train.add_argument(
+        "--on-nonfinite", choices=("stop", "continue"), default="stop",
+        help="what a NaN or infinite batch loss does: 'stop' ends the command with "
+             "exit status 1 without saving, 'continue' prints one warning and trains "
+             "on (default: stop)",
+    )
+    train.add_argument(
         "--plot", metavar="PATH",
         help="save a plot of the loss and test accuracy per epoch (.png, .pdf, .svg; "
              "requires matplotlib)",
@@ -259,7 +287,7 @@ def build_parser():
 
 def _add_threads_option(subparser):
     subparser.add_argument(
-        "--threads", type=_positive_int, metavar="N",
+        "--threads", type=_thread_count, metavar="N",
         help="maximum number of BLAS and OpenMP threads (default: the libraries' own)",
     )
 
@@ -286,6 +314,8 @@ class ProgressBar:
         self.interactive = _is_terminal(stream)
         self._last_draw = -math.inf
         self._line_length = 0
+        # Whether the terminal cursor is after a drawn line that has no newline yet.
+        self._line_open = False
 
     def _format(self, epoch, epoch_fraction, loss, accuracy):
         done = (epoch - 1 + epoch_fraction) / self.n_epochs
@@ -301,6 +331,7 @@ class ProgressBar:
         self.stream.write("\r" + line + padding)
         self.stream.flush()
         self._line_length = len(line)
+        self._line_open = True
 
     def update(self, epoch, epoch_fraction, loss):
         """Redraw the running epoch on a terminal, at most every REDRAW_INTERVAL seconds."""
@@ -318,11 +349,25 @@ class ProgressBar:
         if self.interactive:
             self._draw(line)
             if epoch == self.n_epochs:
-                self.stream.write("\n")
-                self.stream.flush()
+                self.end_line()
         else:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+    def end_line(self):
+        """End a partly drawn terminal line, so that the next output starts on a line of its own."""
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+            self._line_length = 0
+
+    def write_line(self, text):
+        """Write ``text`` as a line of its own between progress lines."""
+        self.end_line()
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 def _is_terminal(stream):
@@ -437,12 +482,17 @@ def _make_optimizer(args, parameters):
     return SGD(parameters, lr=learning_rate, momentum=args.momentum)
 
 
-def train_model(args, data, progress):
+def train_model(args, data, progress, checkpoint=None):
     """Train the model that ``args`` describe on ``data`` and return it with its history.
 
     Returns ``(model, losses, accuracies, training_seconds)``: the mean training
     loss and the test accuracy after each epoch, and the time spent in the
-    training steps, without the evaluations.
+    training steps, without the evaluations. ``checkpoint(epoch, model)``, if
+    given, is called at the end of every epoch before its progress line.
+
+    Raises :class:`nnback.training.NonFiniteLossError` at the first batch whose
+    loss is NaN or infinite, unless ``args.on_nonfinite`` is "continue", which
+    writes one warning line to ``progress`` instead.
     """
     from nnback.layers import SoftmaxCrossEntropy, mlp
     from nnback.training import train_step
@@ -469,6 +519,7 @@ def train_model(args, data, progress):
     losses = []
     accuracies = []
     training_seconds = 0.0
+    nonfinite_reported = False
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = rng.permutation(n_samples)
@@ -482,19 +533,30 @@ def train_model(args, data, progress):
                 model, loss, optimizer,
                 x_shuffled[batch_start:batch_stop], y_shuffled[batch_start:batch_stop],
             )
+            if not math.isfinite(batch_loss) and not nonfinite_reported:
+                batch = batch_start // batch_size + 1
+                where = f"the loss of batch {batch} in epoch {epoch} (both counted from 1)"
+                if args.on_nonfinite == "stop":
+                    raise NonFiniteLossError(
+                        f"{where} is {batch_loss}: lower the learning rate (--lr) or scale "
+                        f"the features, or pass --on-nonfinite continue",
+                        epoch, batch, batch_loss,
+                    )
+                progress.write_line(
+                    f"{PROG}: warning: {where} is {batch_loss}. Training goes on because "
+                    f"of --on-nonfinite continue, and later non-finite losses are not reported"
+                )
+                nonfinite_reported = True
             loss_sum += batch_loss * (batch_stop - batch_start)
             progress.update(epoch, batch_stop / n_samples, loss_sum / batch_stop)
         training_seconds += time.perf_counter() - start
 
         epoch_loss = loss_sum / n_samples
-        if not math.isfinite(epoch_loss):
-            raise CommandError(
-                f"the training loss became {epoch_loss} in epoch {epoch}: lower the "
-                f"learning rate (--lr) or scale the features"
-            )
         accuracy = _accuracy(model, x_test, y_test)
         losses.append(epoch_loss)
         accuracies.append(accuracy)
+        if checkpoint is not None:
+            checkpoint(epoch, model)
         progress.end_epoch(epoch, epoch_loss, accuracy)
 
     return model, losses, accuracies, training_seconds
@@ -532,6 +594,8 @@ def _check_plot_path(path):
 def run_train(args):
     """Run ``nnback train`` and return the exit status."""
     wall_start = time.perf_counter()
+    if args.checkpoint and args.save is None:
+        raise CommandError("--checkpoint needs --save PATH, the file that it writes")
     if args.save is not None:
         _check_output_directory("--save", args.save)
     if args.plot is not None:
@@ -547,18 +611,49 @@ def run_train(args):
     _check_model_size(args, layer_sizes, data.x_train.shape[0], data.x_test.shape[0])
 
     progress = ProgressBar(args.epochs, sys.stderr)
-    model, losses, accuracies, training_seconds = train_model(args, data, progress)
+    # The last epoch whose model is in the --save file, or None.
+    saved_epoch = None
 
-    if args.save is not None:
-        with _reporting_io_errors():
+    def save_model(epoch, model):
+        nonlocal saved_epoch
+        try:
             model.save(args.save)
-        print(f"saved the model to {args.save}", file=sys.stderr)
-    if args.plot is not None:
-        from nnback.plotting import plot_history
+        except (OSError, ValueError) as exc:
+            # An OSError of a failed write often has no file name.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CommandError(
+                f"--save {args.save}: saving the model failed: {reason}"
+                f"{_saved_model_note(args.save, saved_epoch)}"
+            ) from exc
+        saved_epoch = epoch
 
-        with _reporting_io_errors():
-            plot_history(losses, accuracies, args.plot)
-        print(f"saved the plot to {args.plot}", file=sys.stderr)
+    try:
+        model, losses, accuracies, training_seconds = train_model(
+            args, data, progress, save_model if args.checkpoint else None
+        )
+        if args.save is not None:
+            # With --checkpoint the last epoch is saved already.
+            if saved_epoch != args.epochs:
+                save_model(args.epochs, model)
+            print(f"saved the model to {args.save}", file=sys.stderr)
+        if args.plot is not None:
+            from nnback.plotting import plot_history
+
+            with _reporting_io_errors():
+                plot_history(losses, accuracies, args.plot)
+            print(f"saved the plot to {args.plot}", file=sys.stderr)
+    except CommandError:
+        # main prints the message, which must start on a line of its own.
+        progress.end_line()
+        raise
+    except NonFiniteLossError as exc:
+        progress.end_line()
+        print(f"{PROG}: error: {exc}{_saved_model_note(args.save, saved_epoch)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        progress.end_line()
+        print(f"{PROG}: interrupted{_saved_model_note(args.save, saved_epoch)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     n_trained = args.epochs * data.x_train.shape[0]
     throughput = n_trained / training_seconds if training_seconds > 0 else math.inf
@@ -570,6 +665,15 @@ def run_train(args):
     )
     print(f"wall time: {time.perf_counter() - wall_start:.2f} s")
     return 0
+
+
+def _saved_model_note(path, saved_epoch):
+    """Return the end of a message that states what the --save file contains after an early stop."""
+    if path is None:
+        return ""
+    if saved_epoch is None:
+        return f"; nothing was saved to {path}"
+    return f"; {path} holds the model after epoch {saved_epoch}"
 
 
 # ---------------------------------------------------------------------------
@@ -727,7 +831,7 @@ def main(argv=None):
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _describe_error(exc):

@@ -31,13 +31,15 @@ from its .npy header first, so an archive member that is ignored, has the wrong
 dtype or shape, or would not fit in memory costs no decompression.
 """
 
+import errno
 import gzip
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,10 +55,22 @@ NPY_MAGIC = b"\x93NUMPY"
 
 # Errors that zipfile, zlib and numpy.lib.format raise for damaged input.
 # zipfile raises RuntimeError for an encrypted member and NotImplementedError for
-# an unsupported compression method.
+# an unsupported compression method. numpy.lib.format lets tokenize.TokenError
+# escape from some malformed .npy headers, such as an unterminated string.
 _ARCHIVE_ERRORS = (
     ValueError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError,
+    tokenize.TokenError,
 )
+
+
+def _is_archive_damage(exc):
+    """Return whether ``exc``, raised while reading a zip archive, comes from damaged data.
+
+    zipfile seeks to the member offsets that the archive records, and a
+    negative offset fails with OSError EINVAL. Other OSErrors are real I/O
+    errors and are not damage.
+    """
+    return not isinstance(exc, OSError) or exc.errno == errno.EINVAL
 
 # The four files of the MNIST distribution. Each may also be stored with a
 # ".gz" suffix.
@@ -69,7 +83,7 @@ MNIST_FILES = {
 
 # IDX type codes (the third byte of the magic number) and the big-endian NumPy
 # dtype of the data that follows the header.
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -80,7 +94,31 @@ IDX_DTYPES = {
 
 
 class Dataset(NamedTuple):
-    """Train and test arrays of a classification data set."""
+    """Train and test arrays of a classification data set.
+
+    The loaders of this module return it. It is a named tuple, so
+    ``x_train, y_train, x_test, y_test = dataset`` unpacks it.
+
+    Parameters
+    ----------
+    x_train : ndarray, shape (n_train, n_features)
+        Training samples, float32 from the loaders.
+    y_train : ndarray, shape (n_train,)
+        Training labels, int64 class indices >= 0 from the loaders.
+    x_test : ndarray, shape (n_test, n_features)
+        Test samples.
+    y_test : ndarray, shape (n_test,)
+        Test labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.datasets import Dataset
+    >>> data = Dataset(np.zeros((4, 3), np.float32), np.array([0, 1, 2, 1]),
+    ...                np.zeros((2, 3), np.float32), np.array([1, 0]))
+    >>> data.n_features, data.n_classes
+    (3, 3)
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -110,6 +148,34 @@ def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
     The split is stratified by class and depends only on ``test_fraction`` and
     ``seed``. With the defaults, the test set has 450 of the 1797 samples.
     Requires scikit-learn, which ships the data.
+
+    Parameters
+    ----------
+    test_fraction : float, default 0.25
+        Fraction of the samples in the test set, passed to
+        ``sklearn.model_selection.train_test_split`` as ``test_size``.
+    seed : int, default 0
+        Seed of the split.
+
+    Returns
+    -------
+    Dataset
+        Features of shape (n, 64) and dtype float32 in [0, 1], and int64
+        labels from 0 to 9.
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn is not installed.
+
+    Examples
+    --------
+    >>> from nnback.datasets import load_digits
+    >>> data = load_digits()
+    >>> data.x_train.shape, data.x_test.shape, data.n_classes
+    ((1347, 64), (450, 64), 10)
+    >>> data.x_train.dtype, data.y_train.dtype
+    (dtype('float32'), dtype('int64'))
     """
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
@@ -186,8 +252,9 @@ def _as_features(array, name, source):
     # An explicit width, because reshape(0, -1) cannot infer it for 0 samples.
     flat = array.reshape(array.shape[0], math.prod(array.shape[1:]))
     if array.dtype == np.uint8:
-        # 8-bit images: 0..255 maps to [0, 1].
-        return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32)
+        # 8-bit images: 0..255 maps to [0, 1]. The ufunc would keep the memory
+        # order of a Fortran-order input, so C order is requested.
+        return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32, order="C")
     return np.ascontiguousarray(flat, dtype=np.float32)
 
 
@@ -339,7 +406,9 @@ def _open_npz(path):
         )
     try:
         return zipfile.ZipFile(path)
-    except _ARCHIVE_ERRORS as exc:
+    except (*_ARCHIVE_ERRORS, OSError) as exc:
+        if not _is_archive_damage(exc):
+            raise
         raise ValueError(
             f"{path}: not a valid .npz file: the zip archive is truncated or damaged ({exc})"
         ) from exc
@@ -367,7 +436,9 @@ def _read_npz_array(archive, member, role, name, source):
         with archive.open(info) as file:
             shape, _, dtype = _read_npy_header(file)
             header_size = file.tell()
-    except _ARCHIVE_ERRORS as exc:
+    except (*_ARCHIVE_ERRORS, OSError) as exc:
+        if not _is_archive_damage(exc):
+            raise
         raise ValueError(f"{source}: not a valid .npz file: {name}: {exc}") from exc
 
     _LAYOUT_CHECKS[role](shape, dtype, name, source)
@@ -376,14 +447,54 @@ def _read_npz_array(archive, member, role, name, source):
     try:
         with archive.open(info) as file:
             return np.lib.format.read_array(file, allow_pickle=False)
-    except _ARCHIVE_ERRORS as exc:
+    except (*_ARCHIVE_ERRORS, OSError) as exc:
+        if not _is_archive_damage(exc):
+            raise
         raise ValueError(f"{source}: not a valid .npz file: {name}: {exc}") from exc
 
 
 def load_npz(path):
     """Load a :class:`Dataset` from an .npz file with x_train, y_train, x_test, y_test.
 
-    Other arrays in the file are ignored and never decompressed.
+    Other arrays in the file are ignored and never decompressed. Features and
+    labels are converted as the module documentation describes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .npz file.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a valid .npz archive, or an array is missing, has the
+        wrong ndim or dtype, is truncated or would not fit in memory. Also if a
+        label is negative, features and labels differ in their sample counts,
+        the splits differ in their feature counts, or x_train has no samples.
+
+    Examples
+    --------
+    8-bit images are flattened and scaled to [0, 1]:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from nnback.datasets import load_npz
+    >>> images = np.full((3, 2, 2), 255, dtype=np.uint8)
+    >>> labels = np.array([0, 1, 1], dtype=np.uint8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "data.npz")
+    ...     np.savez(path, x_train=images, y_train=labels, x_test=images[:1], y_test=labels[:1])
+    ...     data = load_npz(path)
+    >>> data.x_train.shape, data.x_train.dtype, float(data.x_train.max())
+    ((3, 4), dtype('float32'), 1.0)
+    >>> data.y_train
+    array([0, 1, 1])
     """
     path = os.fspath(path)
     with _open_npz(path) as archive:
@@ -437,19 +548,47 @@ def _read_bytes(path):
 
     try:
         with gzip.open(path, "rb") as file:
-            return file.read()
+            return _read_idx_stream(file, path)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"{path}: invalid or truncated gzip data: {exc}") from exc
 
 
-def parse_idx(data, source="<bytes>"):
-    """Parse the bytes of one IDX file and return its array in native byte order.
+def _read_idx_stream(file, source):
+    """Read one IDX file from the decompressing stream ``file``, header first.
 
-    An IDX file starts with the magic number: two zero bytes, a type code
-    (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64)
-    and the number of dimensions. The size of each dimension follows as a
-    big-endian uint32, then the data in big-endian row-major order. The data must
-    fill the rest of the file exactly.
+    A small gzip file can expand to far more data than fits in memory, so at
+    most the size that the header declares, plus one byte, is decompressed. A
+    declared size beyond the memory of the machine raises ValueError before
+    any data is read.
+    """
+    data = file.read(4)
+    if len(data) == 4:
+        data += file.read(4 * data[3])
+    # An invalid or incomplete header raises the same errors as in parse_idx.
+    dtype, shape, header_size = _parse_idx_header(data, source)
+    n_bytes = dtype.itemsize * math.prod(shape)
+    limit = _memory_limit_bytes()
+    if limit is not None and n_bytes > limit:
+        raise ValueError(
+            f"{source}: the IDX header declares shape {shape} of {dtype.newbyteorder('=')}, "
+            f"which needs {_format_bytes(n_bytes)}, more than the {_format_bytes(limit)} of "
+            f"memory of this machine"
+        )
+    data += file.read(n_bytes + 1)
+    if len(data) > header_size + n_bytes:
+        raise ValueError(
+            f"{source}: unexpected bytes after the IDX data of shape {shape}: the "
+            f"decompressed file is longer than the {header_size + n_bytes} bytes that its "
+            f"header declares"
+        )
+    return data
+
+
+def _parse_idx_header(data, source):
+    """Return (big-endian dtype, shape, header size in bytes) of the IDX file that starts ``data``.
+
+    Raises ValueError for an invalid magic number, type code or number of
+    dimensions, and for a header cut short.
     """
     if len(data) < 4:
         raise ValueError(
@@ -479,6 +618,46 @@ def parse_idx(data, source="<bytes>"):
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
 
     dtype = IDX_DTYPES[type_code]
+    return dtype, shape, header_size
+
+
+def parse_idx(data, source="<bytes>"):
+    """Parse the bytes of one IDX file and return its array in native byte order.
+
+    An IDX file starts with the magic number: two zero bytes, a type code
+    (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64)
+    and the number of dimensions. The size of each dimension follows as a
+    big-endian uint32, then the data in big-endian row-major order. The data must
+    fill the rest of the file exactly.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file, decompressed.
+    source : str, default "<bytes>"
+        Name of the data in error messages, such as its path.
+
+    Returns
+    -------
+    ndarray
+        Of the shape in the header and the native-byte-order version of the
+        dtype of the type code.
+
+    Raises
+    ------
+    ValueError
+        If the magic number, the type code or the number of dimensions is
+        invalid, or the data is shorter or longer than the header declares.
+
+    Examples
+    --------
+    >>> from nnback.datasets import parse_idx
+    >>> header = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3])   # uint8, shape (2, 3)
+    >>> parse_idx(header + bytes(range(6)))
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
+    """
+    dtype, shape, header_size = _parse_idx_header(data, source)
     expected_size = header_size + dtype.itemsize * int(np.prod(shape, dtype=object))
     if len(data) < expected_size:
         raise ValueError(
@@ -496,7 +675,40 @@ def parse_idx(data, source="<bytes>"):
 
 
 def read_idx(path):
-    """Read one IDX file (gzip-compressed if the name ends in .gz) into an array."""
+    """Read one IDX file (gzip-compressed if the name ends in .gz) into an array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The IDX file, decompressed with gzip if its name ends in ``.gz``.
+
+    Returns
+    -------
+    ndarray
+        As :func:`parse_idx` returns it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For invalid or truncated gzip data, for a gzip-compressed file whose
+        header declares more data than the memory of the machine (checked
+        before decompressing the data), and as :func:`parse_idx` raises.
+
+    Examples
+    --------
+    >>> import gzip, os, tempfile
+    >>> from nnback.datasets import read_idx
+    >>> labels = bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 1])   # uint8, shape (3,)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "labels-idx1-ubyte.gz")
+    ...     with gzip.open(path, "wb") as file:
+    ...         _ = file.write(labels)
+    ...     array = read_idx(path)
+    >>> array
+    array([7, 2, 1], dtype=uint8)
+    """
     path = os.fspath(path)
     return parse_idx(_read_bytes(path), source=path)
 
@@ -519,6 +731,46 @@ def load_mnist_idx(folder):
     Images must be uint8 arrays of shape (n, rows, cols) and labels uint8 arrays
     of shape (n,). Images are flattened to rows * cols features and scaled to
     [0, 1]. When both ``name`` and ``name.gz`` exist, the uncompressed file is read.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Contains train-images-idx3-ubyte, train-labels-idx1-ubyte,
+        t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each optionally
+        with a ``.gz`` suffix.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` is not a directory or one of the four files is missing.
+    ValueError
+        If a file is not valid IDX or gzip data, an array does not have the
+        expected uint8 dtype and ndim, or the images and labels of a split
+        differ in number.
+
+    Examples
+    --------
+    >>> import os, struct, tempfile
+    >>> import numpy as np
+    >>> from nnback.datasets import load_mnist_idx
+    >>> def write_idx(path, array):
+    ...     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    ...     with open(path, "wb") as file:
+    ...         _ = file.write(header + array.tobytes())
+    >>> images = np.zeros((5, 28, 28), dtype=np.uint8)
+    >>> labels = np.arange(5, dtype=np.uint8)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_idx(os.path.join(folder, "train-images-idx3-ubyte"), images)
+    ...     write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), labels)
+    ...     write_idx(os.path.join(folder, "t10k-images-idx3-ubyte"), images[:2])
+    ...     write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte"), labels[:2])
+    ...     data = load_mnist_idx(folder)
+    >>> data.x_train.shape, data.x_test.shape, data.n_classes
+    ((5, 784), (2, 784), 5)
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -539,7 +791,40 @@ def load_mnist_idx(folder):
 
 
 def load_dataset(path):
-    """Load a :class:`Dataset` from an .npz file or a folder of MNIST IDX files."""
+    """Load a :class:`Dataset` from an .npz file or a folder of MNIST IDX files.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder is read with :func:`load_mnist_idx`, and a file whose name
+        ends in ``.npz`` with :func:`load_npz`.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist, and as the chosen loader raises.
+    ValueError
+        If ``path`` is a file without the ``.npz`` suffix, and as the chosen
+        loader raises.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from nnback.datasets import load_dataset
+    >>> x = np.eye(3, dtype=np.float32)
+    >>> y = np.array([0, 1, 2])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "data.npz")
+    ...     np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    ...     data = load_dataset(path)
+    >>> data.n_features, data.n_classes
+    (3, 3)
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         return load_mnist_idx(path)
@@ -567,6 +852,39 @@ def load_samples(path):
       archive works as is);
     * a folder with the MNIST test files (the label file is optional);
     * an .npy file with the samples only.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An .npz or .npy file, or a folder of MNIST IDX files.
+
+    Returns
+    -------
+    x : ndarray, shape (n_samples, n_features)
+        Samples of dtype float32, converted as the module documentation
+        describes.
+    y : ndarray of shape (n_samples,) and dtype int64, or None
+        The labels, or None for unlabelled data.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` or a needed MNIST file does not exist.
+    ValueError
+        If the file type is not supported, or the data is malformed as for
+        :func:`load_npz` and :func:`load_mnist_idx`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from nnback.datasets import load_samples
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "samples.npy")
+    ...     np.save(path, np.ones((4, 2, 3)))
+    ...     x, y = load_samples(path)
+    >>> x.shape, x.dtype, y
+    ((4, 6), dtype('float32'), None)
     """
     path = os.fspath(path)
     if os.path.isdir(path):

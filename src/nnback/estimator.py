@@ -40,12 +40,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, mlp
 from nnback.optim import SGD, Adam
-from nnback.training import train_step
+from nnback.training import NonFiniteLossError, train_step
 
 __all__ = ["MLPClassifier"]
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SOLVERS = ("sgd", "adam")
+# Values of ``on_nonfinite``, named as for numpy.seterr.
+NONFINITE_ACTIONS = ("raise", "warn", "ignore")
 
 # scikit-learn's activation names and the names of nnback.layers.mlp.
 _NNBACK_ACTIVATIONS = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -208,6 +210,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         training once exceeded.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         Dtype of the parameters and of the computation.
+    on_nonfinite : {"raise", "warn", "ignore"}, default "raise"
+        What a mini-batch with a NaN or infinite loss does. "raise" stops
+        training there with :class:`nnback.NonFiniteLossError`, which names
+        the epoch and the batch. "warn" issues one RuntimeWarning per call to
+        ``fit`` or ``partial_fit`` and trains on, and "ignore" trains on
+        silently. With "warn", non-finite weights at the end of training give
+        a RuntimeWarning, and with "ignore" nothing, where "raise" raises
+        ValueError. This parameter is nnback's own, and scikit-learn has no
+        equivalent.
 
     Attributes
     ----------
@@ -252,10 +263,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     >>> from sklearn.datasets import load_iris
     >>> from nnback.estimator import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(X, y)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.01,
+    ...                     max_iter=1000, random_state=0).fit(X, y)
     >>> clf.predict(X[:3]).tolist()
     [0, 0, 0]
+    >>> clf.score(X, y) > 0.9
+    True
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> [coef.shape for coef in clf.coefs_]
+    [(4, 32), (32, 3)]
+
+    For two classes the output layer has one column, as in scikit-learn:
+
+    >>> binary = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.01,
+    ...                        max_iter=1000, random_state=0).fit(X[y < 2], y[y < 2])
+    >>> binary.out_activation_, binary.coefs_[-1].shape
+    ('logistic', (8, 1))
     """
+
+    # Fitted attributes whose type mypy cannot infer from their assignments.
+    classes_: np.ndarray
+    validation_scores_: list[float] | None
+    best_validation_score_: float | None
+    best_loss_: float | None
 
     def __init__(
         self,
@@ -281,6 +312,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         dtype=np.float32,
+        on_nonfinite="raise",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -303,6 +335,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.on_nonfinite = on_nonfinite
 
     # -- public API ---------------------------------------------------------
 
@@ -310,15 +343,89 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Train the network on X (n_samples, n_features) and class labels y (n_samples,).
 
         Starts from new random weights unless ``warm_start`` is set and the
-        model was fitted before. Returns self.
+        model was fitted before. Runs at most ``max_iter`` epochs and stops
+        earlier when the training loss (or, with ``early_stopping``, the
+        validation score) has not improved by ``tol`` for more than
+        ``n_iter_no_change`` epochs.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Training samples, converted to ``dtype`` and C order.
+        y : array_like of shape (n_samples,)
+            Class labels of any type that scikit-learn accepts for binary or
+            multiclass targets, with at least two classes.
+
+        Returns
+        -------
+        self : MLPClassifier
+            The fitted estimator.
+
+        Raises
+        ------
+        nnback.NonFiniteLossError
+            With ``on_nonfinite="raise"``, at the first mini-batch whose loss is
+            NaN or infinite. The exception is a ValueError, as scikit-learn
+            raises for a diverged fit, and a FloatingPointError. Its
+            ``epoch`` and ``batch`` attributes count from 1. The model keeps
+            the weights after the update of that batch, and ``n_iter_`` and
+            ``loss_curve_`` cover only the epochs that finished.
+        ValueError
+            With ``on_nonfinite="raise"``, if the weights are not finite after
+            training, and for invalid parameters or data.
+
+        Warns
+        -----
+        sklearn.exceptions.ConvergenceWarning
+            If training stopped at ``max_iter`` epochs while still improving.
+        UserWarning
+            If ``batch_size`` exceeds the number of samples, or training was
+            interrupted with Ctrl+C, which keeps the weights reached so far.
         """
         return self._fit(X, y, incremental=False)
 
     def partial_fit(self, X, y, classes=None):
         """Run one epoch over X and y, starting from the current weights.
 
-        ``classes`` lists every class label that any call will see. It is
-        required in the first call and optional, but checked, later. Returns self.
+        A NaN or infinite loss is handled as ``on_nonfinite`` sets, as in
+        :meth:`fit`.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Training samples, converted to ``dtype`` and C order.
+        y : array_like of shape (n_samples,)
+            Class labels, each one of ``classes``.
+        classes : array_like of shape (n_classes,), optional
+            Every class label that any call will see. Required in the first
+            call, and optional, but checked against ``classes_``, later.
+
+        Returns
+        -------
+        self : MLPClassifier
+            The updated estimator.
+
+        Raises
+        ------
+        ValueError
+            If ``classes`` is missing in the first call or differs from the
+            first call's, y contains a label outside ``classes``,
+            ``early_stopping`` is set, the parameters or data are invalid, or,
+            with ``on_nonfinite="raise"``, the weights are not finite.
+        nnback.NonFiniteLossError
+            With ``on_nonfinite="raise"``, as in :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_iris
+        >>> from nnback.estimator import MLPClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+        >>> for _ in range(3):
+        ...     clf = clf.partial_fit(X, y, classes=np.unique(y))
+        >>> clf.n_iter_, clf.t_
+        (1, 450)
         """
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
@@ -336,7 +443,27 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, incremental=True, classes=classes)
 
     def predict(self, X):
-        """Return the predicted class label of each row of X, shape (n_samples,)."""
+        """Return the predicted class label of each row of X, shape (n_samples,).
+
+        The label is the class of the largest logit of the row.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, converted to the dtype of the fitted model.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Labels from ``classes_``, of its dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator has not been fitted.
+        ValueError
+            If X is invalid or has another number of features than in ``fit``.
+        """
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
@@ -345,6 +472,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         Columns follow ``classes_``. The softmax is evaluated in float64 from the
         logits, so every row sums to 1 within float64 rounding.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, converted to the dtype of the fitted model.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), float64
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator has not been fitted.
+        ValueError
+            If X is invalid or has another number of features than in ``fit``.
         """
         logits = self._logits(X).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
@@ -357,6 +500,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         Computed as ``z - logsumexp(z)`` in float64, so probabilities that
         underflow to 0 still get a finite log.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, converted to the dtype of the fitted model.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes), float64
+            Columns follow ``classes_``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator has not been fitted.
+        ValueError
+            If X is invalid or has another number of features than in ``fit``.
         """
         logits = self._logits(X).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
@@ -439,13 +599,29 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             or (
                 isinstance(self.n_iter_no_change, numbers.Integral)
                 and not isinstance(self.n_iter_no_change, bool)
-                and self.n_iter_no_change >= 1
+                # typeshed's numbers.Integral and numbers.Real declare only < and <=.
+                and self.n_iter_no_change >= 1  # type: ignore[operator]
             )
         ):
             raise ValueError(
                 f"n_iter_no_change must be an integer >= 1 or numpy.inf, got "
                 f"{self.n_iter_no_change!r}"
             )
+
+        flags = [
+            ("shuffle", self.shuffle),
+            ("warm_start", self.warm_start),
+            ("nesterovs_momentum", self.nesterovs_momentum),
+            ("early_stopping", self.early_stopping),
+        ]
+        for name, value in flags:
+            # A string such as "no" is truthy, so only real booleans are accepted.
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        if isinstance(self.verbose, (bool, np.bool_)):
+            pass
+        elif not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise ValueError(f"verbose must be a bool or an integer >= 0, got {self.verbose!r}")
 
         # (name, value, lowest allowed, whether the lowest is allowed, exclusive upper bound)
         ranges = [
@@ -464,10 +640,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 expected += f" and < {high:g}"
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"{name} must be a real number {expected}, got {value!r}")
-            above_low = value >= low if low_allowed else value > low
+            # numbers.Real has no > or >= in typeshed, and NumPy's stubs reject it in isfinite.
+            above_low = value >= low if low_allowed else value > low  # type: ignore[operator]
             below_high = high is None or value < high
-            if not (np.isfinite(value) and above_low and below_high):
+            if not (np.isfinite(value) and above_low and below_high):  # type: ignore[call-overload]
                 raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
+
+        if not isinstance(self.on_nonfinite, str) or self.on_nonfinite not in NONFINITE_ACTIONS:
+            raise ValueError(
+                f"on_nonfinite must be one of {NONFINITE_ACTIONS}, got {self.on_nonfinite!r}"
+            )
 
         dtype = None
         # np.dtype(None) would be float64, so None is rejected here.
@@ -646,11 +828,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         self._fit_stochastic(X, y_encoded, incremental, random_state)
 
-        if not all(np.isfinite(p.data).all() for p in self.model_.parameters()):
-            raise ValueError(
+        if self.on_nonfinite != "ignore" and not all(
+            np.isfinite(p.data).all() for p in self.model_.parameters()
+        ):
+            message = (
                 "training produced non-finite weights: scale the features (for example "
                 "with sklearn.preprocessing.StandardScaler) or lower learning_rate_init"
             )
+            if self.on_nonfinite == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
         return self
 
     def _batch_size(self, n_samples):
@@ -723,6 +910,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             X_epoch, y_epoch = X, y
 
         self.n_iter_ = 0
+        # "warn" reports only the first non-finite loss of a call, and
+        # "ignore" none, so both start as reported.
+        nonfinite_reported = self.on_nonfinite == "ignore"
         try:
             for epoch in range(self.max_iter):
                 if self.shuffle:
@@ -737,12 +927,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     batch_loss = 0.0
                     if penalized:
                         optimizer.set_batch_size(n_batch)
-                        squared_norm = sum(float(w @ w) for w in flat_weights)
+                        # A diverging fit overflows here. The non-finite loss that
+                        # results is handled below as on_nonfinite sets.
+                        with np.errstate(over="ignore", invalid="ignore"):
+                            squared_norm = sum(float(w @ w) for w in flat_weights)
                         batch_loss = 0.5 * self.alpha * squared_norm / n_batch
                     batch_loss += train_step(
                         model, loss, optimizer, X_epoch[start:stop], y_epoch[start:stop]
                     )
-                    if fixed_weight is not None:
+                    if not math.isfinite(batch_loss) and not nonfinite_reported:
+                        batch_number = start // batch_size + 1
+                        self._report_nonfinite_loss(batch_loss, batch_number)
+                        nonfinite_reported = True
+                    if fixed_weight is not None and fixed_bias is not None:
                         fixed_weight.fill(0)
                         fixed_bias.fill(0)
                     accumulated_loss += batch_loss * n_batch
@@ -782,6 +979,33 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             for parameter, best in zip(model.parameters(), self._best_parameters):
                 np.copyto(parameter.data, best)
 
+    def _report_nonfinite_loss(self, batch_loss, batch_number):
+        """Raise NonFiniteLossError or warn, as ``on_nonfinite`` sets, for a non-finite batch loss.
+
+        The epoch is ``n_iter_ + 1``, the one in progress, counted from 1 in each
+        call to fit or partial_fit.
+        """
+        epoch = self.n_iter_ + 1
+        where = f"the loss of batch {batch_number} in epoch {epoch} (both counted from 1)"
+        advice = (
+            "scale the features (for example with sklearn.preprocessing.StandardScaler) "
+            "or lower learning_rate_init"
+        )
+        if self.on_nonfinite == "raise":
+            raise NonFiniteLossError(
+                f"{where} is {batch_loss}: {advice}, or pass on_nonfinite='warn' or "
+                f"'ignore' to train on",
+                epoch,
+                batch_number,
+                batch_loss,
+            )
+        warnings.warn(
+            f"{where} is {batch_loss}: {advice}. Training goes on because "
+            f"on_nonfinite='warn', and later non-finite losses of this call are not reported",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
     def _stopping_message(self, early_stopping):
         quantity = "Validation score" if early_stopping else "Training loss"
         return (
@@ -792,6 +1016,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _update_no_improvement_count(self, early_stopping, X_val, y_val):
         """Count epochs without improvement, with scikit-learn's rules for tol."""
         if early_stopping:
+            # With early_stopping, fit sets both to a list and a float.
+            assert self.validation_scores_ is not None and self.best_validation_score_ is not None
             score = float(np.mean(self._predict_indices(X_val) == y_val))
             self.validation_scores_.append(score)
             if self.verbose:

@@ -73,7 +73,11 @@ input raises ValueError. The sizes of a linear layer must fit BLAS's 32-bit
 integers (at most 2**31 - 1).
 """
 
+from collections.abc import Callable
+from typing import Any, Literal, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from nnback import _activations, _linear, _softmax
 from nnback import _validation as validation
@@ -92,13 +96,22 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
+# A float32 or float64 array, the two dtypes that nnback computes in.
+_FloatArray = NDArray[np.floating[Any]]
+
 
 # ---------------------------------------------------------------------------
 # Linear layer
 # ---------------------------------------------------------------------------
 
 
-def linear_forward(x, weight, bias=None, *, out=None):
+def linear_forward(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    out: _FloatArray | None = None,
+) -> _FloatArray:
     """Compute the affine map ``y = x @ weight + bias``.
 
     Parameters
@@ -116,17 +129,42 @@ def linear_forward(x, weight, bias=None, *, out=None):
     Returns
     -------
     y : ndarray, shape (B, n_outputs)
-        ``out`` if it was given. With n_features == 0 every row of y is the bias
-        (or 0).
+        Of the common computation dtype of the inputs. ``out`` if it was given.
+        With n_features == 0 every row of y is the bias (or 0).
 
-    Shape
+    Raises
+    ------
+    TypeError
+        If an input has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, bias does
+        not have shape (n_outputs,), a dimension exceeds 2**31 - 1, or ``out``
+        has the wrong shape or dtype, is not C-contiguous, is read-only or
+        overlaps an input.
+
+    Notes
     -----
     B, n_features and n_outputs may each be 0, and may be at most 2**31 - 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import linear_forward
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])                # (B, n_features)
+    >>> weight = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 2.0]])  # (n_features, n_outputs)
+    >>> bias = np.array([0.0, 1.0, 0.5])
+    >>> y = linear_forward(x, weight, bias)
+    >>> print(y)
+    [[2.  3.  3.5]
+     [5.  5.  5.5]]
+    >>> y.shape, y.dtype
+    ((2, 3), dtype('float64'))
     """
-    x = np.asarray(x)
-    weight = np.asarray(weight)
+    x = validation.as_array("x", x)
+    weight = validation.as_array("weight", weight)
     if bias is not None:
-        bias = np.asarray(bias)
+        bias = validation.as_array("bias", bias)
 
     inputs = {"x": x, "weight": weight, "bias": bias}
     dtype = validation.common_dtype(inputs)
@@ -147,7 +185,21 @@ def linear_forward(x, weight, bias=None, *, out=None):
     return y
 
 
-def linear_backward(x, weight, dy, *, need_dx=True):
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: Literal[True] = ...
+) -> tuple[_FloatArray, _FloatArray, _FloatArray]: ...
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: Literal[False]
+) -> tuple[None, _FloatArray, _FloatArray]: ...
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: bool = ...
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]: ...
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: bool = True
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
     """Compute ``dx = dy @ weight.T``, ``dweight = x.T @ dy`` and ``dbias = dy.sum(axis=0)``.
 
     These are the gradients of ``y = x @ weight + bias`` given ``dy = dL/dy``. Each
@@ -175,11 +227,41 @@ def linear_backward(x, weight, dy, *, need_dx=True):
         Always returned, because this function does not know whether the layer
         has a bias. Zeros when B == 0.
 
+    Raises
+    ------
+    TypeError
+        If an input has a complex, object, string, datetime or void dtype.
+    ValueError
+        If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, dy does
+        not have shape (B, n_outputs), or a dimension exceeds 2**31 - 1.
+
+    Notes
+    -----
+    All returned arrays have the common computation dtype of x, weight and dy.
     NaN in x, weight or dy propagates into every sum of products that reads it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import linear_backward
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> weight = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 2.0]])
+    >>> dy = np.ones((2, 3))
+    >>> dx, dweight, dbias = linear_backward(x, weight, dy)
+    >>> print(dx)
+    [[0.  3.5]
+     [0.  3.5]]
+    >>> print(dweight)
+    [[4. 4. 4.]
+     [6. 6. 6.]]
+    >>> print(dbias)
+    [2. 2. 2.]
+    >>> linear_backward(x, weight, dy, need_dx=False)[0] is None
+    True
     """
-    x = np.asarray(x)
-    weight = np.asarray(weight)
-    dy = np.asarray(dy)
+    x = validation.as_array("x", x)
+    weight = validation.as_array("weight", weight)
+    dy = validation.as_array("dy", dy)
 
     dtype = validation.common_dtype({"x": x, "weight": weight, "dy": dy})
     validation.check_linear_shapes(x, weight)
@@ -203,9 +285,20 @@ def linear_backward(x, weight, dy, *, need_dx=True):
 # ---------------------------------------------------------------------------
 
 
+def _flat_view(array):
+    """Return a 1-D view of the C-contiguous ``array`` for the element-wise kernels.
+
+    An ndarray subclass is viewed as a plain ndarray first, because
+    ``np.matrix.reshape(-1)`` returns a 2-D matrix.
+    """
+    if type(array) is not np.ndarray:
+        array = array.view(np.ndarray)
+    return array.reshape(-1)
+
+
 def _apply_forward(kernel, x, out):
     """Validate x and out, run ``kernel(x_flat, y_flat)`` and return y."""
-    x = np.asarray(x)
+    x = validation.as_array("x", x)
 
     dtype = validation.computation_dtype("x", x)
     validation.check_out(out, x.shape, dtype)
@@ -215,14 +308,14 @@ def _apply_forward(kernel, x, out):
     y = np.empty(x.shape, dtype=dtype) if out is None else out
 
     # Both arrays are C-contiguous, so reshape(-1) returns views.
-    kernel(x.reshape(-1), y.reshape(-1))
+    kernel(x.reshape(-1), _flat_view(y))
     return y
 
 
 def _apply_backward(kernel, y, dy, out):
     """Validate y, dy and out, run ``kernel(y_flat, dy_flat, dx_flat)`` and return dx."""
-    y = np.asarray(y)
-    dy = np.asarray(dy)
+    y = validation.as_array("y", y)
+    dy = validation.as_array("dy", dy)
 
     inputs = {"y": y, "dy": dy}
     dtype = validation.common_dtype(inputs)
@@ -234,16 +327,17 @@ def _apply_backward(kernel, y, dy, out):
     dy = validation.as_computation_array(dy, dtype)
     dx = np.empty(y.shape, dtype=dtype) if out is None else out
 
-    kernel(y.reshape(-1), dy.reshape(-1), dx.reshape(-1))
+    kernel(y.reshape(-1), dy.reshape(-1), _flat_view(dx))
     return dx
 
 
-def sigmoid_forward(x, *, out=None):
+def sigmoid_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute the logistic sigmoid ``y = 1 / (1 + exp(-x))`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         Writable C-contiguous array of x's shape and the result dtype. It may be
         x itself.
@@ -253,11 +347,36 @@ def sigmoid_forward(x, *, out=None):
     y : ndarray, same shape as x
         Values in [0, 1], with ``sigmoid(-inf) = 0`` and ``sigmoid(+inf) = 1``.
         NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import sigmoid_forward
+    >>> print(np.round(sigmoid_forward(np.array([-np.inf, -1.0, 0.0, 1.0, np.inf])), 4))
+    [0.     0.2689 0.5    0.7311 1.    ]
+
+    With ``out=x`` the result overwrites the input:
+
+    >>> x = np.array([[0.0, 1.0, 2.0]], dtype=np.float32)
+    >>> y = sigmoid_forward(x, out=x)
+    >>> y is x, x.dtype
+    (True, dtype('float32'))
+    >>> print(np.round(x, 3))
+    [[0.5   0.731 0.881]]
     """
     return _apply_forward(_activations.sigmoid_forward, x, out)
 
 
-def sigmoid_backward(y, dy, *, out=None):
+def sigmoid_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * y * (1 - y)`` from the sigmoid output y.
 
     Parameters
@@ -274,16 +393,35 @@ def sigmoid_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN wherever y or dy is NaN.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import sigmoid_backward, sigmoid_forward
+    >>> y = sigmoid_forward(np.array([-1.0, 0.0, 1.0]))
+    >>> print(np.round(sigmoid_backward(y, np.ones(3)), 4))
+    [0.1966 0.25   0.1966]
     """
     return _apply_backward(_activations.sigmoid_backward, y, dy, out)
 
 
-def tanh_forward(x, *, out=None):
+def tanh_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``y = tanh(x) = (exp(x) - exp(-x)) / (exp(x) + exp(-x))`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         Writable C-contiguous array of x's shape and the result dtype. It may be
         x itself.
@@ -292,11 +430,27 @@ def tanh_forward(x, *, out=None):
     -------
     y : ndarray, same shape as x
         Values in [-1, 1], with ``tanh(+-inf) = +-1``. NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import tanh_forward
+    >>> print(np.round(tanh_forward(np.array([-np.inf, 0.0, 0.5, np.inf])), 4))
+    [-1.      0.      0.4621  1.    ]
     """
     return _apply_forward(_activations.tanh_forward, x, out)
 
 
-def tanh_backward(y, dy, *, out=None):
+def tanh_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * (1 - y * y)`` from the tanh output y.
 
     The derivative of tanh is ``1 - tanh(x)**2``.
@@ -315,16 +469,35 @@ def tanh_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN wherever y or dy is NaN.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import tanh_backward, tanh_forward
+    >>> y = tanh_forward(np.array([0.0, 0.5, np.inf]))
+    >>> print(np.round(tanh_backward(y, np.ones(3)), 4))
+    [1.     0.7864 0.    ]
     """
     return _apply_backward(_activations.tanh_backward, y, dy, out)
 
 
-def relu_forward(x, *, out=None):
+def relu_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute the rectifier ``y = max(0, x)`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         Writable C-contiguous array of x's shape and the result dtype. It may be
         x itself.
@@ -332,13 +505,30 @@ def relu_forward(x, *, out=None):
     Returns
     -------
     y : ndarray, same shape as x
-        x where x > 0 and 0 where x <= 0 (the sign of a zero result is not
-        specified). NaN where x is NaN.
+        Equal to x where x > 0 and 0 where x <= 0 (the sign of a zero result is
+        not specified). NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import relu_forward
+    >>> print(relu_forward(np.array([[-2.0, 0.5], [3.0, -0.5]])))
+    [[0.  0.5]
+     [3.  0. ]]
     """
     return _apply_forward(_activations.relu_forward, x, out)
 
 
-def relu_backward(y, dy, *, out=None):
+def relu_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * m`` with the mask ``m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN``.
 
     The derivative at exactly y == 0 is taken to be 0.
@@ -357,6 +547,26 @@ def relu_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN where y is NaN, where dy is NaN, and where y <= 0 and dy is infinite.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    The gradient passes where the output is positive and stops where it is 0:
+
+    >>> import numpy as np
+    >>> from nnback.functional import relu_backward
+    >>> y = np.array([0.0, 0.5, 3.0])
+    >>> print(relu_backward(y, np.array([5.0, 5.0, 5.0])))
+    [0. 5. 5.]
     """
     return _apply_backward(_activations.relu_backward, y, dy, out)
 
@@ -368,7 +578,7 @@ def relu_backward(y, dy, *, out=None):
 
 def _apply_row_kernel(kernel, z, out):
     """Validate z (B, C) and out, run ``kernel(z, out)`` row by row and return out."""
-    z = np.asarray(z)
+    z = validation.as_array("z", z)
 
     dtype = validation.computation_dtype("z", z)
     validation.require_ndim("z", z, 2, "(B, C)")
@@ -382,7 +592,7 @@ def _apply_row_kernel(kernel, z, out):
     return result
 
 
-def softmax(z, *, out=None):
+def softmax(z: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``p_ij = exp(z_ij) / sum_k exp(z_ik)`` row by row.
 
     The row maximum is subtracted before exp, which leaves p unchanged and keeps
@@ -400,11 +610,29 @@ def softmax(z, *, out=None):
     p : ndarray, shape (B, C)
         Each row sums to 1. Rows containing NaN, rows whose maximum is +inf and
         rows of all -inf are NaN.
+
+    Raises
+    ------
+    TypeError
+        If z has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If z is not 2-D, or ``out`` has the wrong shape or dtype, is not
+        C-contiguous, is read-only, or overlaps z without being z itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback.functional import softmax
+    >>> z = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 1000.0]])
+    >>> print(np.round(softmax(z), 4))
+    [[0.09   0.2447 0.6652]
+     [0.3333 0.3333 0.3333]]
     """
     return _apply_row_kernel(_softmax.softmax, z, out)
 
 
-def log_softmax(z, *, out=None):
+def log_softmax(z: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``log p_ij = z_ij - log(sum_k exp(z_ik))`` row by row.
 
     The result is computed in the log domain, not as ``log(softmax(z))``, so it is
@@ -421,6 +649,28 @@ def log_softmax(z, *, out=None):
     -------
     log_p : ndarray, shape (B, C)
         NaN in the same rows as ``softmax``.
+
+    Raises
+    ------
+    TypeError
+        If z has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If z is not 2-D, or ``out`` has the wrong shape or dtype, is not
+        C-contiguous, is read-only, or overlaps z without being z itself.
+
+    Examples
+    --------
+    The probability ``exp(-1000)`` underflows to 0, but its logarithm stays
+    finite:
+
+    >>> import numpy as np
+    >>> from nnback.functional import log_softmax, softmax
+    >>> z = np.array([[0.0, -1000.0]])
+    >>> print(softmax(z))
+    [[1. 0.]]
+    >>> print(log_softmax(z))
+    [[    0. -1000.]]
     """
     return _apply_row_kernel(_softmax.log_softmax, z, out)
 
@@ -451,7 +701,21 @@ def _loss_as_float(value, dtype):
         return float(dtype.type(value))
 
 
-def softmax_cross_entropy(z, targets, *, reduction="mean"):
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: Literal["mean", "sum"] = ...
+) -> tuple[float, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: Literal["none"]
+) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: str = ...
+) -> tuple[float | _FloatArray, _FloatArray]: ...
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: str = "mean"
+) -> tuple[Any, _FloatArray]:
     """Compute the softmax cross-entropy loss and its gradient with respect to z.
 
     With ``log p = log_softmax(z)``, the unreduced loss of row i is
@@ -486,30 +750,52 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
         Gradient of the returned loss (for "none", of its sum) with respect to z.
         NaN in the rows of z that contain NaN.
 
-    Shape
-    -----
-    With probability targets of shape (B, 0) every row loss is 0. With class
-    indices and C == 0 every label is out of range.
-
     Raises
     ------
     TypeError
-        For bool, complex, object or string targets, and for 1-D float targets.
+        For bool, complex, object or string targets, for 1-D float targets, and
+        for a complex, object or string z.
     ValueError
         For an invalid reduction or shapes that do not fit z.
     IndexError
         For the first class index outside ``[0, C)``, before any computation.
+
+    Notes
+    -----
+    With probability targets of shape (B, 0) every row loss is 0. With class
+    indices and C == 0 every label is out of range.
+
+    Examples
+    --------
+    Class indices with the mean over B = 2 rows, so ``dz = (p - onehot(t)) / 2``:
+
+    >>> import numpy as np
+    >>> from nnback.functional import softmax_cross_entropy
+    >>> z = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, dz = softmax_cross_entropy(z, np.array([0, 2]))
+    >>> round(loss, 4)
+    0.6691
+    >>> print(np.round(dz, 4))
+    [[-0.1065  0.0533  0.0533]
+     [ 0.1667  0.1667 -0.3333]]
+
+    Probability targets with one loss per row:
+
+    >>> t = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    >>> row_losses, dz = softmax_cross_entropy(z, t, reduction="none")
+    >>> print(np.round(row_losses, 4))
+    [1.2395 1.0986]
     """
     validation.check_reduction(reduction)
-    z = np.asarray(z)
-    targets = np.asarray(targets)
+    z = validation.as_array("z", z)
+    targets = validation.as_array("targets", targets)
 
     if validation.is_class_index_targets(targets):
         dtype = validation.computation_dtype("z", z)
         validation.require_ndim("z", z, 2, "(B, C)")
         kernel_targets = _checked_class_indices(targets, z.shape)
         z = validation.as_computation_array(z, dtype)
-        kernel = _softmax.cross_entropy_labels
+        kernel: Callable[..., float] = _softmax.cross_entropy_labels
     else:
         dtype = validation.common_dtype({"z": z, "targets": targets})
         validation.require_ndim("z", z, 2, "(B, C)")

@@ -40,14 +40,29 @@ layer, which is rounded. This conversion allocates a new array. Complex,
 object and string inputs raise TypeError. Activations have no dtype of their
 own: they compute float32 and float64 natively and convert other inputs as
 ``nnback.functional`` does (float16 to float32, integer and bool to float64).
+
+Threads
+-------
+Because of these buffers, ``forward`` and ``backward`` of one layer, loss or
+Sequential must not run in two threads at once. Each of them raises
+RuntimeError ("<Class> is already in use by another thread") when it is
+entered while another thread is inside ``forward`` or ``backward`` of the same
+object. Calls that do not overlap in time are not detected: one thread's
+``forward`` between another thread's ``forward`` and ``backward`` still gives
+that thread wrong gradients. Give each thread its own layers, model and loss.
+``predict`` stores nothing, so any number of threads may call it on one model.
 """
 
-from collections import OrderedDict
 import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from nnback import _activations, _linear, _softmax, _validation
+from nnback._concurrency import UseGuard, exclusive
 
 __all__ = [
     "Parameter",
@@ -126,13 +141,23 @@ def _check_size(name, value):
 
 def _as_real_array(name, value):
     """Return ``value`` as an ndarray, raising TypeError for a non-real dtype."""
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if isinstance(value, np.ndarray):
+        # A subclass is viewed as a plain ndarray: np.matrix.reshape(-1) stays
+        # 2-D, but the element-wise kernels take 1-D views.
+        array = _plain_array(value)
+    else:
+        array = _validation.as_array(name, value)
     if array.dtype.kind not in "fiub":
         raise TypeError(
             f"{name} has unsupported dtype {array.dtype}: expected a real floating-point, "
             f"integer or bool array"
         )
     return array
+
+
+def _plain_array(array):
+    """Return ``array`` as a base-class ndarray, a view of the same memory for a subclass."""
+    return array if type(array) is np.ndarray else array.view(np.ndarray)
 
 
 def _as_dtype(array, dtype):
@@ -195,7 +220,8 @@ class Parameter:
         The values. A writable C-contiguous float32 or float64 ndarray is used
         as it is, without a copy. Any other input is copied to a new C-contiguous
         array: float16 becomes float32, and integer, bool and longdouble become
-        float64.
+        float64. An ndarray subclass (``np.matrix``, a masked array, ``np.memmap``)
+        is stored as a plain ndarray view of its memory, so a mask is ignored.
 
     Attributes
     ----------
@@ -203,9 +229,33 @@ class Parameter:
         The values, updated in place by the optimizers. Assigning a new array
         requires the same shape and dtype, because layers and optimizers keep
         buffers that match them. Write ``p.data[...] = values`` to copy values in.
+        An assigned ndarray subclass is stored as a plain ndarray view.
     grad : ndarray
         Gradient of the loss with respect to ``data``, of the same shape and
         dtype, zeros at creation. Layers overwrite it in ``backward``.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` has a complex, object, string, datetime or void dtype. Also
+        raised on assignment of a non-ndarray to ``data`` or ``grad``.
+    ValueError
+        On assignment of an array with another shape or dtype, or one that is
+        not writable and C-contiguous, to ``data`` or ``grad``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import Parameter
+    >>> p = Parameter(np.zeros((2, 3)))
+    >>> p
+    Parameter(shape=(2, 3), dtype=float64)
+    >>> print(p.grad)
+    [[0. 0. 0.]
+     [0. 0. 0.]]
+    >>> p.data[...] = 1.0   # copy values in, keeping the array
+    >>> Parameter(np.arange(3)).dtype   # integers are copied to float64
+    dtype('float64')
     """
 
     __slots__ = ("_data", "_grad", "_flat_data", "_flat_grad")
@@ -275,7 +325,7 @@ class Parameter:
             )
         if not value.flags.c_contiguous or not value.flags.writeable:
             raise ValueError(f"Parameter.{name} must be a writable C-contiguous array")
-        return value
+        return _plain_array(value)
 
     def __repr__(self):
         return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
@@ -334,11 +384,44 @@ class Linear:
         a layer built with ``bias=True`` cannot be set to None.
     in_features, out_features : int
         Read-only sizes.
+    dtype : numpy.dtype
+        Read-only dtype of the parameters and of the computation.
 
-    Shape
+    Raises
+    ------
+    TypeError
+        If a size is not an int, ``bias`` is not a bool, ``dtype`` is None, or
+        ``rng`` is not None, an int or a Generator.
+    ValueError
+        If a size is negative or exceeds 2**31 - 1, ``dtype`` is not float32 or
+        float64, ``init`` is unknown, or the seed is negative.
+
+    Notes
     -----
     x (B, in_features) -> y (B, out_features). Inputs of another dtype are
     converted to ``dtype`` (see the module documentation).
+
+    ``forward`` and ``backward`` raise RuntimeError if another thread is
+    inside either of them on this layer. ``predict`` may run in any number of
+    threads at once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import Linear
+    >>> layer = Linear(3, 2, rng=0)
+    >>> layer
+    Linear(3, 2, bias=True, dtype=float32)
+    >>> layer.weight.shape, layer.bias.shape
+    ((3, 2), (2,))
+    >>> y = layer.forward(np.ones((4, 3), dtype=np.float32))
+    >>> y.shape, y.dtype
+    ((4, 2), dtype('float32'))
+    >>> dx = layer.backward(np.ones((4, 2), dtype=np.float32))
+    >>> dx.shape
+    (4, 3)
+    >>> print(layer.bias.grad)   # each entry sums its column of dy over 4 rows
+    [4. 4.]
     """
 
     def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32,
@@ -393,6 +476,7 @@ class Linear:
         self._buffers = _BufferCache(self._create_buffers)
         self._x = None
         self._last = None
+        self._use_guard = UseGuard()
 
     @property
     def in_features(self):
@@ -455,7 +539,13 @@ class Linear:
             )
 
     def parameters(self):
-        """Return the list ``[weight, bias]``, or ``[weight]`` without a bias."""
+        """Return the trainable Parameters of the layer.
+
+        Returns
+        -------
+        list of Parameter
+            ``[weight, bias]``, or ``[weight]`` for a layer without bias.
+        """
         if self.bias is None:
             return [self.weight]
         return [self.weight, self.bias]
@@ -478,11 +568,41 @@ class Linear:
     def _bias_data(self):
         return None if self.bias is None else self.bias.data
 
+    @exclusive
     def forward(self, x):
         """Compute ``y = x @ weight + bias`` and keep ``x`` for the backward pass.
 
-        Returns the layer's output buffer of shape (B, out_features), which the
-        next call with the same batch size overwrites.
+        Parameters
+        ----------
+        x : array_like, shape (B, in_features)
+            Converted to the layer's dtype if it has another dtype or is not
+            C-contiguous. It must not be modified before ``backward``.
+
+        Returns
+        -------
+        y : ndarray, shape (B, out_features)
+            The layer's output buffer, of the layer's dtype, which the next
+            call with the same batch size overwrites.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the layer.
+        TypeError
+            If x has a complex, object, string, datetime or void dtype.
+        ValueError
+            If x does not have shape (B, in_features), or B exceeds 2**31 - 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Linear
+        >>> layer = Linear(2, 1, dtype=np.float64)
+        >>> layer.weight.data[...] = [[2.0], [-1.0]]
+        >>> layer.bias.data[...] = [0.5]
+        >>> print(layer.forward(np.array([[1.0, 1.0], [3.0, 2.0]])))
+        [[1.5]
+         [4.5]]
         """
         x = self._check_input(x)
         buffers = self._buffers.get(x.shape[0])
@@ -493,17 +613,55 @@ class Linear:
         self._last = buffers
         return buffers.y
 
+    @exclusive
     def backward(self, dy, *, need_dx=True):
         """Compute the gradients of the last forward call from ``dy = dL/dy``.
 
         Overwrites ``weight.grad`` with ``x.T @ dy`` and ``bias.grad`` with
-        ``dy.sum(axis=0)``. Returns ``dx = dy @ weight.T``, of shape
-        (B, in_features), in a buffer owned by the layer, or None if
-        ``need_dx`` is false (the input gradient is then not computed).
+        ``dy.sum(axis=0)``: each bias entry gets the sum of its column of dy
+        over the B rows.
 
-        Raises RuntimeError if ``forward`` has not been called.
+        Parameters
+        ----------
+        dy : array_like, shape (B, out_features)
+            Gradient of the loss with respect to the last forward output.
+            Converted to the layer's dtype if needed.
+        need_dx : bool, default True
+            If false, the input gradient is not computed and None is returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (B, in_features), or None
+            ``dy @ weight.T`` in a buffer owned by the layer, of the layer's
+            dtype, or None if ``need_dx`` is false.
+
+        Raises
+        ------
+        RuntimeError
+            If ``forward`` has not been called, or another thread is using the
+            layer.
+        TypeError
+            If dy has a complex, object, string, datetime or void dtype.
+        ValueError
+            If dy does not have the shape of the last forward output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Linear
+        >>> layer = Linear(2, 1, dtype=np.float64)
+        >>> layer.weight.data[...] = [[2.0], [-1.0]]
+        >>> _ = layer.forward(np.array([[1.0, 1.0], [3.0, 2.0]]))
+        >>> print(layer.backward(np.array([[1.0], [1.0]])))
+        [[ 2. -1.]
+         [ 2. -1.]]
+        >>> print(layer.weight.grad)
+        [[4.]
+         [3.]]
+        >>> print(layer.bias.grad)
+        [2.]
         """
-        if self._x is None:
+        if self._x is None or self._last is None:
             raise RuntimeError(f"{self!r}: backward was called before forward")
         buffers = self._last
         dy = _as_real_array("dy", dy)
@@ -528,7 +686,32 @@ class Linear:
         return dx
 
     def predict(self, x):
-        """Return ``x @ weight + bias`` as a new array, storing nothing."""
+        """Return ``x @ weight + bias`` as a new array, storing nothing.
+
+        Parameters
+        ----------
+        x : array_like, shape (B, in_features)
+            Converted to the layer's dtype if needed.
+
+        Returns
+        -------
+        y : ndarray, shape (B, out_features)
+            A new array of the layer's dtype.
+
+        Raises
+        ------
+        TypeError
+            If x has a complex, object, string, datetime or void dtype.
+        ValueError
+            If x does not have shape (B, in_features), or B exceeds 2**31 - 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Linear
+        >>> Linear(5, 2, rng=0).predict(np.zeros((3, 5))).shape
+        (3, 2)
+        """
         x = self._check_input(x)
         y = np.empty((x.shape[0], self.out_features), dtype=self.dtype)
         _linear.forward(x, self.weight.data, self._bias_data(), y)
@@ -559,16 +742,21 @@ class _ActivationBuffers:
 class _Activation:
     """Element-wise activation over a compiled forward and backward kernel pair.
 
+    ``forward`` and ``backward`` raise RuntimeError if another thread is inside
+    either of them on this object. ``predict`` may run in any number of
+    threads at once.
+
     Subclasses set ``_forward_kernel`` and ``_backward_kernel``, which take flat
     C-contiguous arrays (input, output) and (y, dy, dx) respectively.
     """
 
-    _forward_kernel = None
-    _backward_kernel = None
+    _forward_kernel: Callable[[NDArray[Any], NDArray[Any]], None]
+    _backward_kernel: Callable[[NDArray[Any], NDArray[Any], NDArray[Any]], None]
 
     def __init__(self):
         self._buffers = _BufferCache(self._create_buffers)
         self._last = None
+        self._use_guard = UseGuard()
 
     @staticmethod
     def _create_buffers(key):
@@ -576,7 +764,13 @@ class _Activation:
         return _ActivationBuffers(shape, dtype)
 
     def parameters(self):
-        """Return an empty list: activations have no parameters."""
+        """Return an empty list, because activations have no parameters.
+
+        Returns
+        -------
+        list
+            ``[]``.
+        """
         return []
 
     @staticmethod
@@ -584,11 +778,35 @@ class _Activation:
         x = _as_real_array(name, x)
         return _as_dtype(x, _validation.computation_dtype(name, x))
 
+    @exclusive
     def forward(self, x):
         """Apply the activation element-wise and keep the output for the backward pass.
 
-        Returns the layer's output buffer, of x's shape, which the next call
-        with the same shape and dtype overwrites.
+        Parameters
+        ----------
+        x : array_like, any shape
+            float32 and float64 are computed natively. float16 is computed in
+            float32, and integer and bool inputs in float64.
+
+        Returns
+        -------
+        y : ndarray, same shape as x
+            The layer's output buffer, of the computation dtype, which the next
+            call with the same shape and dtype overwrites.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the layer.
+        TypeError
+            If x has a complex, object, string, datetime or void dtype.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import ReLU
+        >>> print(ReLU().forward(np.array([[-1.0, 2.0]])))
+        [[0. 2.]]
         """
         x = self._check_input("x", x)
         buffers = self._buffers.get((x.shape, x.dtype))
@@ -599,11 +817,41 @@ class _Activation:
         self._last = buffers
         return buffers.y.array
 
+    @exclusive
     def backward(self, dy):
         """Return ``dx = dL/dx`` from ``dy = dL/dy`` of the last forward call.
 
-        The result is a buffer owned by the layer. Raises RuntimeError if
-        ``forward`` has not been called.
+        The derivative is computed from the forward output y, as in
+        :mod:`nnback.functional`.
+
+        Parameters
+        ----------
+        dy : array_like, same shape as the last forward output
+            Converted to the dtype of that output if needed.
+
+        Returns
+        -------
+        dx : ndarray, same shape as dy
+            A buffer owned by the layer, of the forward output's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If ``forward`` has not been called, or another thread is using the
+            layer.
+        TypeError
+            If dy has a complex, object, string, datetime or void dtype.
+        ValueError
+            If dy does not have the shape of the last forward output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Sigmoid
+        >>> layer = Sigmoid()
+        >>> y = layer.forward(np.array([0.0, 0.0]))
+        >>> print(layer.backward(np.array([1.0, 2.0])))   # dy * y * (1 - y)
+        [0.25 0.5 ]
         """
         if self._last is None:
             raise RuntimeError(f"{self!r}: backward was called before forward")
@@ -627,9 +875,38 @@ class _Activation:
     def predict(self, x, *, out=None):
         """Return the activation of ``x`` as a new array, storing nothing.
 
-        With ``out``, the result is written there instead. ``out`` must be a
-        C-contiguous array of x's shape and computation dtype, and may be ``x``
-        itself.
+        Parameters
+        ----------
+        x : array_like, any shape
+            Input, computed element-wise.
+        out : ndarray, optional
+            Receives the result instead of a new array. It must be a writable
+            C-contiguous array of x's shape and computation dtype, and may be
+            ``x`` itself.
+
+        Returns
+        -------
+        y : ndarray, same shape as x
+            A new array of the computation dtype, or ``out`` if it was given.
+
+        Raises
+        ------
+        TypeError
+            If x has a complex, object, string, datetime or void dtype, or
+            ``out`` is not an ndarray.
+        ValueError
+            If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+            read-only, or overlaps x without being x itself.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Tanh
+        >>> x = np.array([0.0, 1.0])
+        >>> Tanh().predict(x, out=x) is x
+        True
+        >>> print(np.round(x, 4))
+        [0.     0.7616]
         """
         x = self._check_input("x", x)
         if out is None:
@@ -637,7 +914,8 @@ class _Activation:
         else:
             _validation.check_out(out, x.shape, x.dtype)
             _validation.check_out_overlap(out, {"x": x}, allow_same_buffer=True)
-        self._forward_kernel(x.reshape(-1), out.reshape(-1))
+        # np.matrix.reshape(-1) stays 2-D, so a subclass is viewed as ndarray first.
+        self._forward_kernel(x.reshape(-1), out.view(np.ndarray).reshape(-1))
         return out
 
     def __repr__(self):
@@ -645,21 +923,54 @@ class _Activation:
 
 
 class ReLU(_Activation):
-    """Rectifier ``y = max(0, x)``, with ``dx = dy * (y > 0)``: the derivative at 0 is 0."""
+    """Rectifier ``y = max(0, x)``, with ``dx = dy * (y > 0)``: the derivative at 0 is 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import ReLU
+    >>> relu = ReLU()
+    >>> print(relu.forward(np.array([[-1.0, 0.0, 2.0]])))
+    [[0. 0. 2.]]
+    >>> print(relu.backward(np.array([[3.0, 3.0, 3.0]])))
+    [[0. 0. 3.]]
+    """
 
     _forward_kernel = staticmethod(_activations.relu_forward)
     _backward_kernel = staticmethod(_activations.relu_backward)
 
 
 class Sigmoid(_Activation):
-    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, with ``dx = dy * y * (1 - y)``."""
+    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, with ``dx = dy * y * (1 - y)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import Sigmoid
+    >>> sigmoid = Sigmoid()
+    >>> print(np.round(sigmoid.forward(np.array([-1.0, 0.0, 1.0])), 4))
+    [0.2689 0.5    0.7311]
+    >>> print(np.round(sigmoid.backward(np.ones(3)), 4))
+    [0.1966 0.25   0.1966]
+    """
 
     _forward_kernel = staticmethod(_activations.sigmoid_forward)
     _backward_kernel = staticmethod(_activations.sigmoid_backward)
 
 
 class Tanh(_Activation):
-    """Hyperbolic tangent ``y = tanh(x)``, with ``dx = dy * (1 - y * y)``."""
+    """Hyperbolic tangent ``y = tanh(x)``, with ``dx = dy * (1 - y * y)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import Tanh
+    >>> tanh = Tanh()
+    >>> print(np.round(tanh.forward(np.array([-1.0, 0.0, 1.0])), 4))
+    [-0.7616  0.      0.7616]
+    >>> print(np.round(tanh.backward(np.ones(3)), 4))
+    [0.42 1.   0.42]
+    """
 
     _forward_kernel = staticmethod(_activations.tanh_forward)
     _backward_kernel = staticmethod(_activations.tanh_backward)
@@ -707,17 +1018,39 @@ class SoftmaxCrossEntropy:
     ----------
     reduction : {"mean", "sum", "none"}, default "mean"
 
-    Shape
+    Raises
+    ------
+    ValueError
+        If ``reduction`` is not "mean", "sum" or "none", here or on assignment.
+
+    Notes
     -----
     logits (B, C); targets (B,) of any integer dtype with ``0 <= c_i < C``, or
     probabilities (B, C). Probability targets are converted to the dtype of the
     logits.
+
+    ``forward`` and ``backward`` raise RuntimeError if another thread is inside
+    either of them, or inside ``train_step`` with this loss. Give each thread
+    its own loss object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import SoftmaxCrossEntropy
+    >>> loss = SoftmaxCrossEntropy()
+    >>> z = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> round(loss.forward(z, np.array([0, 2])), 4)
+    0.6691
+    >>> print(np.round(loss.backward(), 4))   # (softmax(z) - onehot(t)) / 2
+    [[-0.1065  0.0533  0.0533]
+     [ 0.1667  0.1667 -0.3333]]
     """
 
     def __init__(self, reduction="mean"):
         self.reduction = reduction
         self._buffers = _BufferCache(self._create_buffers)
         self._last = None
+        self._use_guard = UseGuard()
 
     @property
     def reduction(self):
@@ -735,23 +1068,61 @@ class SoftmaxCrossEntropy:
         return _LossBuffers(shape, dtype)
 
     def parameters(self):
-        """Return an empty list: the loss has no parameters."""
+        """Return an empty list, because the loss has no parameters.
+
+        Returns
+        -------
+        list
+            ``[]``.
+        """
         return []
 
+    @exclusive
     def forward(self, logits, targets):
         """Compute the loss of ``logits`` against ``targets``, and its gradient for backward.
 
-        Returns a Python float for "mean" and "sum". For "none" returns the
-        per-row losses, of shape (B,), in a buffer owned by the loss.
+        Parameters
+        ----------
+        logits : array_like, shape (B, C)
+            float32 and float64 are computed natively, and other real dtypes
+            are converted as in :mod:`nnback.functional`.
+        targets : array_like, shape (B,) of integers or (B, C) of floats
+            Class indices in ``[0, C)`` of any integer dtype, or probabilities,
+            which are converted to the dtype of the logits.
 
-        Raises TypeError for bool, 1-D floating-point or non-numeric targets,
-        ValueError for shapes that do not match the logits, and IndexError for
-        the first class index outside ``[0, C)``.
+        Returns
+        -------
+        loss : float or ndarray of shape (B,)
+            A Python float for "mean" and "sum" (NaN for the mean over B == 0
+            rows). For "none", the per-row losses in a buffer owned by the
+            loss, of the logits' computation dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the loss.
+        TypeError
+            For bool, 1-D floating-point or non-numeric targets, and for
+            logits of a complex, object, string, datetime or void dtype.
+        ValueError
+            If logits is not 2-D, or the targets' shape does not match it.
+        IndexError
+            For the first class index outside ``[0, C)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import SoftmaxCrossEntropy
+        >>> loss = SoftmaxCrossEntropy(reduction="none")
+        >>> z = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> print(np.round(loss.forward(z, np.array([0, 2])), 4))
+        [0.2395 1.0986]
         """
         z = _as_real_array("logits", logits)
         _validation.require_ndim("logits", z, 2, "(B, C)")
         z = _as_dtype(z, _validation.computation_dtype("logits", z))
-        targets = targets if isinstance(targets, np.ndarray) else np.asarray(targets)
+        if not isinstance(targets, np.ndarray):
+            targets = _validation.as_array("targets", targets)
 
         n_rows = z.shape[0]
         buffers = self._buffers.get((z.shape, z.dtype))
@@ -800,10 +1171,24 @@ class SoftmaxCrossEntropy:
         np.copyto(buffers.labels, labels, casting="unsafe")
         return buffers.labels
 
+    @exclusive
     def backward(self):
         """Return ``dL/dlogits`` of the last forward call, a buffer owned by the loss.
 
-        Raises RuntimeError if ``forward`` has not been called.
+        The gradient is ``p * sum_j t_ij - t`` row by row, divided by B for
+        "mean". For "none" it is the gradient of the summed row losses.
+
+        Returns
+        -------
+        dz : ndarray, shape (B, C)
+            Of the logits' computation dtype. The next forward call with the
+            same shape and dtype overwrites it.
+
+        Raises
+        ------
+        RuntimeError
+            If ``forward`` has not been called, or another thread is using the
+            loss.
         """
         if self._last is None:
             raise RuntimeError(f"{self!r}: backward was called before forward")
@@ -839,6 +1224,12 @@ class Sequential:
     into new arrays without storing anything, so several threads may call it
     on one model at the same time, as long as no thread trains the model.
 
+    ``forward``, ``backward`` and ``nnback.train_step`` raise RuntimeError if
+    another thread is inside one of them on this model, and so does
+    ``predict``, because a training step in progress changes the weights that
+    it reads. An optimizer's ``step`` called on its own is not detected by the
+    model, so do not call ``predict`` while another thread runs it.
+
     Parameters
     ----------
     *layers
@@ -851,12 +1242,41 @@ class Sequential:
     ----------
     layers : tuple
         The layers in order. Read-only: build a new Sequential to change them.
+    dtype : numpy.dtype or None
+        Dtype of the parameters, None for a model without parameters.
+    feature_sizes : (int, int) or None
+        ``(in_features, out_features)`` of the model, None without a Linear layer.
+
+    Raises
+    ------
+    TypeError
+        If a layer is a SoftmaxCrossEntropy or lacks one of the four methods.
+    ValueError
+        If no layer is given, a layer object appears twice, consecutive Linear
+        sizes do not match, or the parameters have more than one dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import Linear, ReLU, Sequential
+    >>> model = Sequential(Linear(4, 8, rng=0), ReLU(), Linear(8, 3, rng=1))
+    >>> model.feature_sizes, model.dtype
+    ((4, 3), dtype('float32'))
+    >>> len(model.parameters())
+    4
+    >>> model.forward(np.zeros((5, 4), dtype=np.float32)).shape
+    (5, 3)
     """
 
     def __init__(self, *layers):
         if not layers:
             raise ValueError("Sequential needs at least one layer, got none")
         for index, layer in enumerate(layers):
+            if isinstance(layer, type):
+                raise TypeError(
+                    f"layers[{index}] is the class {layer.__name__}, not a layer: pass an "
+                    f"instance such as {layer.__name__}()"
+                )
             if isinstance(layer, SoftmaxCrossEntropy):
                 raise TypeError(
                     f"layers[{index}] is a loss, not a layer: keep SoftmaxCrossEntropy "
@@ -872,6 +1292,7 @@ class Sequential:
                     f"{', '.join(missing)} method"
                 )
         self._layers = tuple(layers)
+        self._use_guard = UseGuard()
 
         self._check_unique_layers()
         self._check_feature_sizes()
@@ -880,7 +1301,7 @@ class Sequential:
     def _check_unique_layers(self):
         # A layer keeps the state of its last forward call, so one object
         # cannot serve two positions.
-        seen = {}
+        seen: dict[int, int] = {}
         for index, layer in enumerate(self.layers):
             if id(layer) in seen:
                 raise ValueError(
@@ -944,23 +1365,83 @@ class Sequential:
         return sizes[0][0], sizes[-1][1]
 
     def parameters(self):
-        """Return the Parameters of every layer, in layer order."""
+        """Return the Parameters of every layer, in layer order.
+
+        Returns
+        -------
+        list of Parameter
+            For each Linear layer its weight, then its bias if it has one.
+        """
         return [parameter for layer in self.layers for parameter in layer.parameters()]
 
+    @exclusive
     def forward(self, x):
-        """Run every layer's forward pass and return the output buffer of the last layer."""
+        """Run every layer's forward pass and return the output buffer of the last layer.
+
+        Parameters
+        ----------
+        x : array_like, shape (B, in_features)
+            Input of the first layer, which must not be modified before
+            ``backward``.
+
+        Returns
+        -------
+        y : ndarray, shape (B, out_features)
+            A buffer owned by the last layer, which the next forward call with
+            the same batch shape overwrites.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the model or one of its layers.
+        TypeError, ValueError
+            As raised by the layers, for example ValueError for x of another
+            number of features.
+        """
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
+    @exclusive
     def backward(self, dy, *, need_dx=False):
         """Backpropagate ``dy = dL/dy`` of the last forward call through every layer.
 
-        Overwrites the ``.grad`` of every Parameter. Returns ``dL/dx``, the
-        gradient with respect to the model input, in a layer-owned buffer if
-        ``need_dx`` is true. Otherwise returns None and skips the work that only
-        the input gradient needs: the ``dx`` of the first layer with
-        parameters and everything before it.
+        Overwrites the ``.grad`` of every Parameter.
+
+        Parameters
+        ----------
+        dy : array_like, shape (B, out_features)
+            Gradient of the loss with respect to the last forward output.
+        need_dx : bool, default False
+            Whether to compute the gradient with respect to the model input.
+            If false, the work that only the input gradient needs is skipped:
+            the ``dx`` of the first layer with parameters and everything
+            before it.
+
+        Returns
+        -------
+        dx : ndarray of shape (B, in_features), or None
+            ``dL/dx`` in a layer-owned buffer if ``need_dx`` is true, else None.
+
+        Raises
+        ------
+        RuntimeError
+            If ``forward`` has not been called, or another thread is using the
+            model or one of its layers.
+        TypeError, ValueError
+            As raised by the layers, for example ValueError for dy of the wrong
+            shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import Linear, ReLU, Sequential
+        >>> model = Sequential(Linear(4, 8, rng=0), ReLU(), Linear(8, 3, rng=1))
+        >>> y = model.forward(np.ones((5, 4), dtype=np.float32))
+        >>> model.backward(np.ones_like(y), need_dx=True).shape
+        (5, 4)
+        >>> model[0].weight.grad.shape
+        (4, 8)
         """
         first_trainable = next(
             (index for index, layer in enumerate(self.layers) if layer.parameters()), None
@@ -980,8 +1461,42 @@ class Sequential:
         """Return the model output for ``x`` as a new array, storing no state.
 
         Layer caches and buffers are left untouched, so ``predict`` may run
-        between ``forward`` and ``backward``.
+        between ``forward`` and ``backward``, and several threads may call it
+        at once.
+
+        Parameters
+        ----------
+        x : array_like, shape (B, in_features)
+            Input of the first layer.
+
+        Returns
+        -------
+        y : ndarray, shape (B, out_features)
+            A new array of the model's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is inside ``forward``, ``backward`` or
+            ``train_step`` of this model, whose update would change the weights
+            during the call.
+        TypeError, ValueError
+            As raised by the layers, for example ValueError for x of another
+            number of features.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nnback import mlp
+        >>> model = mlp([4, 8, 3], rng=0)
+        >>> model.predict(np.zeros((2, 4))).shape
+        (2, 3)
         """
+        if self._use_guard.held_by_other_thread():
+            raise RuntimeError(
+                "Sequential.predict was called while another thread is training this "
+                "model. Predict on a copy (copy.deepcopy(model)) or after training ends"
+            )
         # An activation overwrites its input only when that array was allocated
         # by this call. Linear and the activations of this module always return
         # a new array. Any other layer may return its input, a view of it, or
@@ -998,7 +1513,34 @@ class Sequential:
     def save(self, path):
         """Write the architecture and every parameter to the .npz file ``path``.
 
-        See :func:`nnback.serialization.save`.
+        See :func:`nnback.serialization.save`, which this method calls.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Written exactly as given, atomically: no ``.npz`` suffix is appended.
+
+        Raises
+        ------
+        TypeError
+            If a layer is not a Linear, ReLU, Sigmoid or Tanh layer.
+        ValueError
+            If ``path`` is empty or names an existing file that is not a
+            regular file.
+        FileNotFoundError
+            If the directory of ``path`` does not exist.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from nnback import Sequential, mlp
+        >>> model = mlp([4, 8, 3], rng=0)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "model.npz")
+        ...     model.save(path)
+        ...     restored = Sequential.load(path)
+        >>> restored.feature_sizes
+        (4, 3)
         """
         from nnback import serialization
 
@@ -1006,7 +1548,25 @@ class Sequential:
 
     @staticmethod
     def load(path):
-        """Read a model written by :meth:`save`. See :func:`nnback.serialization.load`."""
+        """Read a model written by :meth:`save`. See :func:`nnback.serialization.load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Read exactly as given.
+
+        Returns
+        -------
+        Sequential
+            A new model with the saved architecture, dtype and parameters.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not a valid nnback model file.
+        """
         from nnback import serialization
 
         return serialization.load(path)
@@ -1045,8 +1605,34 @@ def mlp(layer_sizes, activation="relu", *, dtype=np.float32, rng=None):
         Linear, activation, Linear, ..., Linear. Every Linear layer, including
         the last, uses He initialization for "relu" and Glorot for "tanh" and
         "sigmoid".
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int, ``dtype`` is None, or ``rng`` is not None, an
+        int or a Generator.
+    ValueError
+        If fewer than two sizes are given, a size is not positive or exceeds
+        2**31 - 1, the activation is unknown, ``dtype`` is not float32 or
+        float64, or the seed is negative.
+
+    Examples
+    --------
+    >>> from nnback import mlp
+    >>> mlp([4, 16, 3], activation="tanh", rng=0)
+    Sequential(
+      Linear(4, 16, bias=True, dtype=float32),
+      Tanh(),
+      Linear(16, 3, bias=True, dtype=float32)
+    )
     """
-    sizes = list(layer_sizes)
+    try:
+        sizes = list(layer_sizes)
+    except TypeError:
+        raise TypeError(
+            f"layer_sizes must be a sequence of ints such as [n_inputs, n_hidden, n_outputs], "
+            f"got {type(layer_sizes).__name__}"
+        ) from None
     if len(sizes) < 2:
         raise ValueError(
             f"layer_sizes must list at least the input and output sizes, got {sizes}"
@@ -1059,7 +1645,7 @@ def mlp(layer_sizes, activation="relu", *, dtype=np.float32, rng=None):
     init = "he" if activation == "relu" else "glorot"
     generator = _make_rng(rng)
 
-    layers = []
+    layers: list[Linear | _Activation] = []
     n_linear = len(sizes) - 1
     for index in range(n_linear):
         layers.append(

@@ -27,6 +27,7 @@ import numbers
 import numpy as np
 
 from nnback import _optim
+from nnback._concurrency import UseGuard, exclusive
 from nnback.layers import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -71,6 +72,20 @@ class Optimizer:
     params : tuple of Parameter
         The Parameters in the order given. Read-only, because the optimizer
         state has one buffer of the same shape per Parameter.
+
+    Raises
+    ------
+    TypeError
+        If ``params`` is a single Parameter or contains something else than a
+        Parameter.
+    ValueError
+        If ``params`` is empty or lists a Parameter twice.
+
+    Notes
+    -----
+    ``step`` of SGD and Adam raises RuntimeError if another thread is inside
+    ``step`` of the same optimizer, or inside ``nnback.train_step`` with it.
+    Give each thread its own optimizer, built from its own model's parameters.
     """
 
     def __init__(self, params):
@@ -79,11 +94,18 @@ class Optimizer:
                 "params must be an iterable of Parameter, got a single Parameter: "
                 "pass [param] or model.parameters()"
             )
-        params = tuple(params)
+        try:
+            params = tuple(params)
+        except TypeError:
+            hint = "model.parameters()" if callable(getattr(params, "parameters", None)) else "[param]"
+            raise TypeError(
+                f"params must be an iterable of Parameter, got {type(params).__name__}: "
+                f"pass {hint}"
+            ) from None
         if not params:
             raise ValueError("params is empty: the optimizer needs at least one Parameter")
 
-        seen = {}
+        seen: dict[int, int] = {}
         for index, param in enumerate(params):
             if not isinstance(param, Parameter):
                 raise TypeError(
@@ -96,6 +118,7 @@ class Optimizer:
                 )
             seen[id(param)] = index
         self._params = params
+        self._use_guard = UseGuard()
 
     @property
     def params(self):
@@ -127,7 +150,12 @@ class Optimizer:
         self._weight_decay = _check_hyperparameter("weight_decay", value, minimum=0.0)
 
     def zero_grad(self):
-        """Set the ``.grad`` of every Parameter to zero, in place."""
+        """Set the ``.grad`` of every Parameter to zero, in place.
+
+        The layers overwrite ``.grad`` in ``backward``, so a training loop over
+        nnback layers does not need this call. It is there for gradients that
+        the caller accumulates into ``.grad`` itself.
+        """
         for param in self.params:
             param.grad.fill(0)
 
@@ -147,6 +175,7 @@ class SGD(Optimizer):
     Parameters
     ----------
     params : iterable of Parameter
+        The Parameters to update, each once, as from ``model.parameters()``.
     lr : float
         Learning rate, >= 0.
     momentum : float, default 0.0
@@ -161,10 +190,44 @@ class SGD(Optimizer):
     velocity : list of ndarray
         The momentum buffer of each Parameter (empty list without momentum).
 
+    Raises
+    ------
+    TypeError
+        For ``params`` as in :class:`Optimizer`, a hyperparameter that is not a
+        real number, or a ``nesterov`` that is not a bool.
+    ValueError
+        For ``params`` as in :class:`Optimizer`, a non-finite hyperparameter,
+        ``lr < 0``, ``momentum`` outside [0, 1), ``weight_decay < 0``, or
+        ``nesterov=True`` with ``momentum == 0``.
+
+    Notes
+    -----
     ``lr``, ``momentum``, ``nesterov`` and ``weight_decay`` may be changed
     between steps and are checked as in the constructor. Setting ``momentum``
     from 0 to a positive value creates zero velocity buffers, and setting it
     to 0 discards them. ``momentum`` cannot become 0 while ``nesterov`` is true.
+
+    With ``g = grad + weight_decay * param`` and the velocity ``v`` starting
+    at zero, each step computes::
+
+        v     = momentum * v + g
+        param = param - lr * (g + momentum * v)   nesterov=True
+        param = param - lr * v                    nesterov=False
+
+    Without momentum this is ``param = param - lr * g``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import SGD, Parameter
+    >>> p = Parameter(np.array([1.0, 2.0]))
+    >>> p.grad[...] = [0.5, -1.0]
+    >>> optimizer = SGD([p], lr=0.1)
+    >>> optimizer.step()
+    >>> print(p.data)
+    [0.95 2.1 ]
+    >>> SGD([p], lr=0.1, momentum=0.9, nesterov=True).velocity[0].shape
+    (2,)
     """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -220,8 +283,15 @@ class SGD(Optimizer):
         self.__dict__.update(state)
         self._flat_velocity = [buffer.reshape(-1) for buffer in self.velocity]
 
+    @exclusive
     def step(self):
-        """Apply one SGD update to every Parameter."""
+        """Apply one SGD update to every Parameter.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the optimizer.
+        """
         if self._momentum == 0:
             for param in self.params:
                 _optim.sgd_update(param._flat_data, param._flat_grad, self._lr, self._weight_decay)
@@ -247,6 +317,7 @@ class Adam(Optimizer):
     Parameters
     ----------
     params : iterable of Parameter
+        The Parameters to update, each once, as from ``model.parameters()``.
     lr : float, default 1e-3
         Learning rate, >= 0.
     betas : (float, float), default (0.9, 0.999)
@@ -263,8 +334,43 @@ class Adam(Optimizer):
     exp_avg, exp_avg_sq : list of ndarray
         First and second moment estimates of each Parameter.
 
+    Raises
+    ------
+    TypeError
+        For ``params`` as in :class:`Optimizer`, a hyperparameter that is not a
+        real number, or a ``step_count`` that is not an int.
+    ValueError
+        For ``params`` as in :class:`Optimizer`, a non-finite hyperparameter,
+        ``lr < 0``, ``betas`` that are not a pair in [0, 1), ``eps <= 0``,
+        ``weight_decay < 0``, or ``step_count < 0``.
+
+    Notes
+    -----
     ``lr``, ``betas``, ``eps``, ``weight_decay`` and ``step_count`` may be
     changed between steps and are checked as in the constructor.
+
+    With ``g = grad + weight_decay * param``, the moments ``m`` and ``s``
+    starting at zero and the step ``t = 1, 2, ...``, each step computes::
+
+        m     = beta1 * m + (1 - beta1) * g
+        s     = beta2 * s + (1 - beta2) * g * g
+        param = param - lr / (1 - beta1**t) * m / (sqrt(s) / sqrt(1 - beta2**t) + eps)
+
+    Examples
+    --------
+    The first step moves each entry by about ``lr`` against the sign of its
+    gradient:
+
+    >>> import numpy as np
+    >>> from nnback import Adam, Parameter
+    >>> p = Parameter(np.array([1.0, -1.0]))
+    >>> p.grad[...] = [0.5, -2.0]
+    >>> optimizer = Adam([p], lr=0.1)
+    >>> optimizer.step()
+    >>> print(np.round(p.data, 4))
+    [ 0.9 -0.9]
+    >>> optimizer.step_count
+    1
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -291,6 +397,9 @@ class Adam(Optimizer):
 
     @betas.setter
     def betas(self, value):
+        # A set or dict would unpack in an arbitrary order.
+        if isinstance(value, (set, frozenset, dict)):
+            raise ValueError(f"betas must be an ordered pair (beta1, beta2), got {value!r}")
         try:
             beta1, beta2 = value
         except (TypeError, ValueError) as error:
@@ -330,8 +439,15 @@ class Adam(Optimizer):
             for exp_avg, exp_avg_sq in zip(self.exp_avg, self.exp_avg_sq)
         ]
 
+    @exclusive
     def step(self):
-        """Apply one Adam update to every Parameter and advance ``step_count``."""
+        """Apply one Adam update to every Parameter and advance ``step_count``.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is using the optimizer.
+        """
         beta1, beta2 = self._betas
         self._step_count += 1
         # Both corrections are > 0 for t >= 1, because the betas are below 1.

@@ -6,31 +6,82 @@ calling thread. These functions set the thread count of every BLAS and OpenMP
 pool in the process at once, through threadpoolctl.
 """
 
+from contextlib import AbstractContextManager
+from typing import Any
+
 from threadpoolctl import threadpool_limits
 
 
-def _check_num_threads(n_threads):
+# The BLAS and OpenMP libraries take the thread count as a C int.
+MAX_THREADS = 2**31 - 1
+
+
+def _check_num_threads(n_threads: int) -> None:
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads > MAX_THREADS:
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n_threads}")
 
 
-def set_num_threads(n_threads):
+def set_num_threads(n_threads: int) -> None:
     """Set the number of threads of every BLAS and OpenMP pool in the process.
 
     The setting stays in force until it is changed again. Use ``threads`` to
     change it for a ``with`` block only.
+
+    Parameters
+    ----------
+    n_threads : int
+        Number of threads, >= 1.
+
+    Raises
+    ------
+    ValueError
+        If ``n_threads`` is not a positive int.
+
+    Examples
+    --------
+    >>> import nnback
+    >>> nnback.set_num_threads(1)  # doctest: +SKIP
+    >>> nnback.set_num_threads(0)
+    Traceback (most recent call last):
+        ...
+    ValueError: n_threads must be a positive integer, got 0
     """
     _check_num_threads(n_threads)
     threadpool_limits(limits=n_threads)
 
 
-def threads(n_threads):
+def threads(n_threads: int) -> AbstractContextManager[Any]:
     """Return a context manager that limits every BLAS and OpenMP pool to ``n_threads``.
 
-    The previous thread counts come back when the ``with`` block ends::
+    The previous thread counts come back when the ``with`` block ends.
 
-        with nnback.threads(1):
-            model.forward(x)
+    Parameters
+    ----------
+    n_threads : int
+        Number of threads inside the block, >= 1.
+
+    Returns
+    -------
+    threadpoolctl.threadpool_limits
+        The context manager. The limit already applies when this function
+        returns, so use the result in a ``with`` statement right away.
+
+    Raises
+    ------
+    ValueError
+        If ``n_threads`` is not a positive int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnback
+    >>> model = nnback.mlp([4, 8, 3], rng=0)
+    >>> with nnback.threads(1):
+    ...     y = model.predict(np.zeros((2, 4)))
+    >>> y.shape
+    (2, 3)
     """
     _check_num_threads(n_threads)
     return threadpool_limits(limits=n_threads)

@@ -11,7 +11,22 @@ import os
 def require_matplotlib():
     """Import matplotlib with the Agg backend and return ``matplotlib.pyplot``.
 
-    Raises ImportError with installation advice when matplotlib is missing.
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``, with the non-interactive Agg backend selected.
+
+    Raises
+    ------
+    ImportError
+        With installation advice, when matplotlib is missing.
+
+    Examples
+    --------
+    >>> from nnback.plotting import require_matplotlib
+    >>> pyplot = require_matplotlib()
+    >>> pyplot.get_backend().lower()
+    'agg'
     """
     try:
         import matplotlib
@@ -30,9 +45,38 @@ def require_matplotlib():
 def plot_history(losses, accuracies, path, *, accuracy_label="test accuracy"):
     """Draw the loss and the accuracy per epoch side by side and save the figure.
 
-    ``losses`` and ``accuracies`` have one value per epoch, the accuracy as a
-    fraction in [0, 1]. The file format follows the extension of ``path`` (.png,
-    .pdf, .svg and the others that matplotlib supports).
+    The figure has two panels: the training loss and the accuracy in percent,
+    each against the epoch counted from 1.
+
+    Parameters
+    ----------
+    losses : sequence of float
+        Training loss of each epoch.
+    accuracies : sequence of float
+        Accuracy of each epoch as a fraction in [0, 1], plotted in percent.
+    path : str or os.PathLike
+        Output file. The file format follows its extension (.png, .pdf, .svg
+        and the others that matplotlib supports).
+    accuracy_label : str, default "test accuracy"
+        Label of the accuracy axis, followed by "(%)".
+
+    Raises
+    ------
+    ValueError
+        If ``losses`` and ``accuracies`` differ in length, or matplotlib does
+        not know the file extension.
+    ImportError
+        If matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from nnback.plotting import plot_history
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "history.png")
+    ...     plot_history([0.9, 0.5, 0.3], [0.70, 0.85, 0.91], path)
+    ...     os.path.getsize(path) > 0
+    True
     """
     if len(losses) != len(accuracies):
         raise ValueError(

@@ -122,7 +122,10 @@ input raises ValueError, as it does in ``nnback.functional``, whose kernels woul
 read entries that they have already overwritten.
 """
 
+from typing import Any, Literal, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from nnback import _validation as validation
 
@@ -139,6 +142,9 @@ __all__ = [
     "log_softmax",
     "softmax_cross_entropy",
 ]
+
+# A float32 or float64 array, the two dtypes that nnback computes in.
+_FloatArray = NDArray[np.floating[Any]]
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +175,13 @@ def _store(result, out):
 # ---------------------------------------------------------------------------
 
 
-def linear_forward(x, weight, bias=None, *, out=None):
+def linear_forward(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    out: _FloatArray | None = None,
+) -> _FloatArray:
     """Compute the affine map ``y = x @ weight + bias``.
 
     Parameters
@@ -187,13 +199,34 @@ def linear_forward(x, weight, bias=None, *, out=None):
     Returns
     -------
     y : ndarray, shape (B, n_outputs)
-        ``out`` if it was given. With n_features == 0 the product is an empty sum,
-        so every row of y equals the bias (or 0).
+        Of the common computation dtype of the inputs. ``out`` if it was given.
+        With n_features == 0 the product is an empty sum, so every row of y
+        equals the bias (or 0).
+
+    Raises
+    ------
+    TypeError
+        If an input has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, bias does
+        not have shape (n_outputs,), or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only or overlaps an input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])                # (B, n_features)
+    >>> weight = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 2.0]])  # (n_features, n_outputs)
+    >>> print(reference.linear_forward(x, weight, np.array([0.0, 1.0, 0.5])))
+    [[2.  3.  3.5]
+     [5.  5.  5.5]]
     """
-    x = np.asarray(x)
-    weight = np.asarray(weight)
+    x = validation.as_array("x", x)
+    weight = validation.as_array("weight", weight)
     if bias is not None:
-        bias = np.asarray(bias)
+        bias = validation.as_array("bias", bias)
 
     inputs = {"x": x, "weight": weight, "bias": bias}
     dtype = validation.common_dtype(inputs)
@@ -210,7 +243,21 @@ def linear_forward(x, weight, bias=None, *, out=None):
     return _store(y, out)
 
 
-def linear_backward(x, weight, dy, *, need_dx=True):
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: Literal[True] = ...
+) -> tuple[_FloatArray, _FloatArray, _FloatArray]: ...
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: Literal[False]
+) -> tuple[None, _FloatArray, _FloatArray]: ...
+@overload
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: bool = ...
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]: ...
+def linear_backward(
+    x: ArrayLike, weight: ArrayLike, dy: ArrayLike, *, need_dx: bool = True
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
     """Compute the gradients of ``y = x @ weight + bias`` from ``dy = dL/dy``.
 
     ``dx = dy @ weight.T``, ``dweight = x.T @ dy`` and ``dbias = dy.sum(axis=0)``.
@@ -236,10 +283,41 @@ def linear_backward(x, weight, dy, *, need_dx=True):
     dbias : ndarray, shape (n_outputs,)
         Always returned, because this function takes no bias argument. Zeros when
         B == 0.
+
+    Raises
+    ------
+    TypeError
+        If an input has a complex, object, string, datetime or void dtype.
+    ValueError
+        If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, or dy
+        does not have shape (B, n_outputs).
+
+    Notes
+    -----
+    All returned arrays have the common computation dtype of x, weight and dy.
+
+    Examples
+    --------
+    Each bias entry gets the sum of its column of dy over the batch:
+
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> weight = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 2.0]])
+    >>> dy = np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
+    >>> dx, dweight, dbias = reference.linear_backward(x, weight, dy)
+    >>> print(dx)
+    [[-1.   4.5]
+     [ 1.   1.5]]
+    >>> print(dweight)
+    [[4. 3. 2.]
+     [6. 4. 4.]]
+    >>> print(dbias)
+    [2. 1. 2.]
     """
-    x = np.asarray(x)
-    weight = np.asarray(weight)
-    dy = np.asarray(dy)
+    x = validation.as_array("x", x)
+    weight = validation.as_array("weight", weight)
+    dy = validation.as_array("dy", dy)
 
     dtype = validation.common_dtype({"x": x, "weight": weight, "dy": dy})
     validation.check_linear_shapes(x, weight)
@@ -260,9 +338,9 @@ def linear_backward(x, weight, dy, *, need_dx=True):
 # ---------------------------------------------------------------------------
 
 
-def _activation_forward_input(x, out):
+def _activation_forward_input(x, out) -> NDArray[Any]:
     """Check x and out, and return x converted to its computation dtype."""
-    x = np.asarray(x)
+    x = validation.as_array("x", x)
 
     dtype = validation.computation_dtype("x", x)
     validation.check_out(out, x.shape, dtype)
@@ -271,10 +349,10 @@ def _activation_forward_input(x, out):
     return validation.as_computation_array(x, dtype)
 
 
-def _activation_backward_inputs(y, dy, out):
+def _activation_backward_inputs(y, dy, out) -> tuple[NDArray[Any], NDArray[Any]]:
     """Check y, dy and out, and return y and dy converted to their common dtype."""
-    y = np.asarray(y)
-    dy = np.asarray(dy)
+    y = validation.as_array("y", y)
+    dy = validation.as_array("dy", dy)
 
     inputs = {"y": y, "dy": dy}
     dtype = validation.common_dtype(inputs)
@@ -285,12 +363,13 @@ def _activation_backward_inputs(y, dy, out):
     return validation.as_computation_array(y, dtype), validation.as_computation_array(dy, dtype)
 
 
-def sigmoid_forward(x, *, out=None):
+def sigmoid_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute the logistic sigmoid ``y = 1 / (1 + exp(-x))`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         C-contiguous, writable array of x's shape and the result dtype. It may be
         x itself.
@@ -298,7 +377,24 @@ def sigmoid_forward(x, *, out=None):
     Returns
     -------
     y : ndarray, same shape as x
-        Values in [0, 1]. NaN where x is NaN.
+        Values in [0, 1], with ``sigmoid(-inf) = 0`` and ``sigmoid(+inf) = 1``.
+        NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(np.round(reference.sigmoid_forward(np.array([-np.inf, -1.0, 0.0, 1.0, np.inf])), 4))
+    [0.     0.2689 0.5    0.7311 1.    ]
     """
     x = _activation_forward_input(x, out)
 
@@ -314,7 +410,7 @@ def sigmoid_forward(x, *, out=None):
     return _store(y, out)
 
 
-def sigmoid_backward(y, dy, *, out=None):
+def sigmoid_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * y * (1 - y)`` from the sigmoid output y.
 
     Parameters
@@ -331,6 +427,23 @@ def sigmoid_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN wherever y or dy is NaN.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(reference.sigmoid_backward(np.array([0.5, 0.25]), np.array([1.0, 2.0])))
+    [0.25  0.375]
     """
     y, dy = _activation_backward_inputs(y, dy, out)
     with _ieee_arithmetic():
@@ -338,12 +451,13 @@ def sigmoid_backward(y, dy, *, out=None):
     return _store(dx, out)
 
 
-def tanh_forward(x, *, out=None):
+def tanh_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``y = tanh(x) = (exp(x) - exp(-x)) / (exp(x) + exp(-x))`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         C-contiguous, writable array of x's shape and the result dtype. It may be
         x itself.
@@ -352,12 +466,28 @@ def tanh_forward(x, *, out=None):
     -------
     y : ndarray, same shape as x
         Values in [-1, 1], with ``tanh(+-inf) = +-1``. NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(np.round(reference.tanh_forward(np.array([-np.inf, 0.0, 0.5, np.inf])), 4))
+    [-1.      0.      0.4621  1.    ]
     """
     x = _activation_forward_input(x, out)
     return _store(np.tanh(x), out)
 
 
-def tanh_backward(y, dy, *, out=None):
+def tanh_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * (1 - y * y)`` from the tanh output y.
 
     The derivative of tanh is ``1 - tanh(x)**2``.
@@ -376,6 +506,23 @@ def tanh_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN wherever y or dy is NaN.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(reference.tanh_backward(np.array([0.0, 0.5, -1.0]), np.array([1.0, 2.0, 3.0])))
+    [1.  1.5 0. ]
     """
     y, dy = _activation_backward_inputs(y, dy, out)
     with _ieee_arithmetic():
@@ -383,12 +530,13 @@ def tanh_backward(y, dy, *, out=None):
     return _store(dx, out)
 
 
-def relu_forward(x, *, out=None):
+def relu_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute the rectifier ``y = max(0, x)`` element-wise.
 
     Parameters
     ----------
     x : array_like, any shape
+        Input, computed element-wise.
     out : ndarray, optional
         C-contiguous, writable array of x's shape and the result dtype. It may be
         x itself.
@@ -396,15 +544,31 @@ def relu_forward(x, *, out=None):
     Returns
     -------
     y : ndarray, same shape as x
-        x where x > 0, 0 where x <= 0 (the sign of a zero is not specified), and
-        NaN where x is NaN.
+        Equal to x where x > 0 and 0 where x <= 0 (the sign of a zero is not
+        specified). NaN where x is NaN.
+
+    Raises
+    ------
+    TypeError
+        If x has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If ``out`` has the wrong shape or dtype, is not C-contiguous, is
+        read-only, or overlaps x without being x itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(reference.relu_forward(np.array([-2.0, 0.5, np.nan])))
+    [0.  0.5 nan]
     """
     x = _activation_forward_input(x, out)
     # np.maximum propagates NaN, unlike a comparison-based mask.
     return _store(np.maximum(x, 0), out)
 
 
-def relu_backward(y, dy, *, out=None):
+def relu_backward(y: ArrayLike, dy: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``dx = dy * m`` with the mask ``m = 1 if y > 0, 0 if y <= 0, NaN if y is NaN``.
 
     The derivative at exactly y == 0 is taken to be 0.
@@ -423,6 +587,23 @@ def relu_backward(y, dy, *, out=None):
     -------
     dx : ndarray, same shape as y
         NaN where y is NaN, where dy is NaN, and where y <= 0 and dy is infinite.
+
+    Raises
+    ------
+    TypeError
+        If y or dy has a complex, object, string, datetime or void dtype, or
+        ``out`` is not an ndarray.
+    ValueError
+        If y and dy differ in shape, or ``out`` has the wrong shape or dtype, is
+        not C-contiguous, is read-only, or overlaps y or dy without being one of
+        them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(reference.relu_backward(np.array([0.0, 0.5, np.nan]), np.array([5.0, 5.0, 5.0])))
+    [ 0.  5. nan]
     """
     y, dy = _activation_backward_inputs(y, dy, out)
 
@@ -439,9 +620,9 @@ def relu_backward(y, dy, *, out=None):
 # ---------------------------------------------------------------------------
 
 
-def _logits_input(z, out):
+def _logits_input(z, out) -> NDArray[Any]:
     """Check the logits z (B, C) and out, and return z converted to its computation dtype."""
-    z = np.asarray(z)
+    z = validation.as_array("z", z)
 
     dtype = validation.computation_dtype("z", z)
     validation.require_ndim("z", z, 2, "(B, C)")
@@ -469,7 +650,7 @@ def _shift_and_log_sum_exp(z):
     return shifted, log_sum_exp
 
 
-def softmax(z, *, out=None):
+def softmax(z: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``p_ij = exp(z_ij) / sum_k exp(z_ik)`` row by row.
 
     The row maximum is subtracted before exp, which leaves p unchanged.
@@ -486,6 +667,23 @@ def softmax(z, *, out=None):
     p : ndarray, shape (B, C)
         Each row sums to 1 up to rounding. Rows containing NaN, rows whose maximum
         is +inf and rows of all -inf are NaN.
+
+    Raises
+    ------
+    TypeError
+        If z has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If z is not 2-D, or ``out`` has the wrong shape or dtype, is not
+        C-contiguous, is read-only, or overlaps z without being z itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(np.round(reference.softmax(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, np.inf]])), 4))
+    [[0.09   0.2447 0.6652]
+     [   nan    nan    nan]]
     """
     z = _logits_input(z, out)
 
@@ -497,7 +695,7 @@ def softmax(z, *, out=None):
     return _store(p, out)
 
 
-def log_softmax(z, *, out=None):
+def log_softmax(z: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
     """Compute ``log p_ij = z_ij - log(sum_k exp(z_ik))`` row by row.
 
     The result is computed in the log domain, not as ``log(softmax(z))``, so it is
@@ -514,6 +712,22 @@ def log_softmax(z, *, out=None):
     -------
     log_p : ndarray, shape (B, C)
         NaN in the same rows as ``softmax``.
+
+    Raises
+    ------
+    TypeError
+        If z has a complex, object, string, datetime or void dtype, or ``out``
+        is not an ndarray.
+    ValueError
+        If z is not 2-D, or ``out`` has the wrong shape or dtype, is not
+        C-contiguous, is read-only, or overlaps z without being z itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> print(reference.log_softmax(np.array([[0.0, -1000.0]])))
+    [[    0. -1000.]]
     """
     z = _logits_input(z, out)
 
@@ -523,7 +737,9 @@ def log_softmax(z, *, out=None):
     return _store(log_p, out)
 
 
-def _checked_loss_inputs(z, targets):
+def _checked_loss_inputs(
+    z, targets
+) -> tuple[NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]:
     """Check z and the targets, and convert them for the loss.
 
     Returns ``(z, labels, probabilities)``, where exactly one of labels (an intp
@@ -531,8 +747,8 @@ def _checked_loss_inputs(z, targets):
     targets are class indices, and every label is range-checked before anything
     is converted. Floating-point targets are probabilities with the shape of z.
     """
-    z = np.asarray(z)
-    targets = np.asarray(targets)
+    z = validation.as_array("z", z)
+    targets = validation.as_array("targets", targets)
 
     if validation.is_class_index_targets(targets):
         dtype = validation.computation_dtype("z", z)
@@ -578,7 +794,21 @@ def _probability_loss(shifted, log_sum_exp, p, probabilities):
     return row_losses, dz
 
 
-def softmax_cross_entropy(z, targets, *, reduction="mean"):
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: Literal["mean", "sum"] = ...
+) -> tuple[float, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: Literal["none"]
+) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: str = ...
+) -> tuple[float | _FloatArray, _FloatArray]: ...
+def softmax_cross_entropy(
+    z: ArrayLike, targets: ArrayLike, *, reduction: str = "mean"
+) -> tuple[Any, _FloatArray]:
     """Compute the softmax cross-entropy loss and its gradient with respect to z.
 
     With ``log p = log_softmax(z)``, the per-row loss is ``l_i = -sum_j t_ij log p_ij``.
@@ -619,6 +849,30 @@ def softmax_cross_entropy(z, targets, *, reduction="mean"):
         For an invalid reduction or shapes that do not match z.
     IndexError
         For the first class index outside ``[0, C)``, before any computation.
+
+    Examples
+    --------
+    The loss of a class index is ``logsumexp(z_i) - z_i[c_i]``:
+
+    >>> import numpy as np
+    >>> from nnback import reference
+    >>> z = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, dz = reference.softmax_cross_entropy(z, np.array([0, 2]), reduction="sum")
+    >>> round(loss, 4)
+    1.3382
+    >>> print(np.round(dz, 4))
+    [[-0.213   0.1065  0.1065]
+     [ 0.3333  0.3333 -0.6667]]
+
+    A target row that sums to 2 doubles the ``p`` term of the gradient:
+
+    >>> _, dz = reference.softmax_cross_entropy(z[1:], np.array([[1.0, 1.0, 0.0]]))
+    >>> print(np.round(dz, 4))
+    [[-0.3333 -0.3333  0.6667]]
+    >>> reference.softmax_cross_entropy(z, np.array([0, 3]))
+    Traceback (most recent call last):
+        ...
+    IndexError: targets[1] = 3 is not a valid class index for z of shape (2, 3): expected 0 <= label < 3
     """
     validation.check_reduction(reduction)
     z, labels, probabilities = _checked_loss_inputs(z, targets)

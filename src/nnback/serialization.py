@@ -53,24 +53,30 @@ dtypes pass the header checks.
 
 NOTE: a compressed entry may legitimately expand far beyond its stored size,
 so for compressed files the allocation is bounded only by the shapes that the
-architecture declares.
+architecture declares. :func:`load` rejects a file whose parameters together
+declare more bytes than the memory of the machine (the physical memory, or
+the cgroup v2 limit when that is lower).
 
 Paths are used exactly as given: unlike ``np.savez``, :func:`save` does not
 append ``.npz`` to a path without that suffix.
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
 import reprlib
+import stat
+import tokenize
 import zipfile
 import zlib
 
 import numpy as np
 
 import nnback
+from nnback import datasets
 from nnback._files import atomic_write
 from nnback._validation import MAX_BLAS_DIMENSION
 from nnback.layers import Linear, ReLU, Sequential, Sigmoid, Tanh
@@ -106,8 +112,11 @@ _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 
 # Errors that NumPy and zipfile raise for a damaged or foreign archive.
 # RuntimeError covers encrypted entries, and its subclass NotImplementedError
-# unsupported compression methods.
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError)
+# unsupported compression methods. numpy.lib.format lets tokenize.TokenError
+# escape from some malformed .npy headers, such as an unterminated string.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError, tokenize.TokenError,
+)
 
 
 def _array_name(index, parameter):
@@ -157,7 +166,7 @@ def _model_entries(model):
     return entries
 
 
-def save(model, path):
+def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to the ``.npz`` file ``path``, atomically.
 
     The archive is written to a temporary file in the target's directory,
@@ -183,6 +192,21 @@ def save(model, path):
         If ``path`` is empty or names an existing file that is not a regular file.
     FileNotFoundError
         If the directory of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from nnback import mlp
+    >>> from nnback.serialization import load, save
+    >>> model = mlp([4, 8, 3], rng=0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "model.npz")
+    ...     save(model, path)
+    ...     restored = load(path)
+    >>> x = np.ones((2, 4), dtype=np.float32)
+    >>> np.array_equal(restored.predict(x), model.predict(x))
+    True
     """
     path = os.fsdecode(os.fspath(path))
     if not path:
@@ -210,7 +234,11 @@ def _reading_archive(path):
     """Convert the errors of a damaged or foreign archive into a ValueError naming ``path``."""
     try:
         yield
-    except _ARCHIVE_ERRORS as error:
+    except (*_ARCHIVE_ERRORS, OSError) as error:
+        # zipfile seeks to the offsets that the archive records, and a negative
+        # one fails with EINVAL. Other OSErrors are real I/O errors.
+        if isinstance(error, OSError) and error.errno != errno.EINVAL:
+            raise
         raise ValueError(
             f"{path!r} is not a readable nnback model file: reading the .npz archive "
             f"failed ({type(error).__name__}: {error}). The file may be truncated or damaged"
@@ -426,7 +454,7 @@ def _check_layer_chain(path, specs):
 
 def _expected_arrays(architecture):
     """Return a dict of parameter entry name to the shape that the architecture gives it."""
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     for index, spec in enumerate(architecture["layers"]):
         if spec["kind"] != "linear":
             continue
@@ -465,7 +493,24 @@ def _check_parameter_headers(archive, expected, dtype):
             )
         archive.check_size(name, header)
         headers[name] = header
+    _check_total_size(path, headers)
     return headers
+
+
+def _check_total_size(path, headers):
+    """Raise ValueError if the parameters would need more bytes than this machine's memory.
+
+    A compressed entry can declare far more data than the file stores, so
+    this check runs before any parameter is allocated.
+    """
+    total = sum(header.data_size for header in headers.values())
+    limit = datasets._memory_limit_bytes()
+    if limit is not None and total > limit:
+        raise ValueError(
+            f"{path!r}: the parameters declare {datasets._format_bytes(total)} of data, more "
+            f"than the {datasets._format_bytes(limit)} of memory of this machine. The file may "
+            f"be damaged or crafted"
+        )
 
 
 def _build_model(archive, architecture, headers):
@@ -489,7 +534,26 @@ def _build_model(archive, architecture, headers):
         raise ValueError(f"{archive.path!r}: the architecture is not a valid model: {error}") from error
 
 
-def load(path):
+def _read_signature(path):
+    """Return the first 4 bytes of the file ``path``, which must be a regular file.
+
+    The file is opened without blocking, so that a FIFO without a writer raises
+    ValueError at once. A directory raises IsADirectoryError, as ``open`` does.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path!r} is not an nnback model file: it is not a regular file")
+        return os.read(descriptor, 4)
+    finally:
+        os.close(descriptor)
+
+
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Read a model written by :func:`save` and return it as a new Sequential.
 
     Every entry name, the architecture and each array's shape and dtype are
@@ -500,6 +564,11 @@ def load(path):
     path : str or os.PathLike
         Read exactly as given.
 
+    Returns
+    -------
+    Sequential
+        A new model with the saved layers, dtype and parameter values.
+
     Raises
     ------
     FileNotFoundError
@@ -507,12 +576,27 @@ def load(path):
     ValueError
         If the file is not an nnback model (another .npz archive, a text file),
         is truncated or damaged, has an unknown format version, or contains
-        entries whose names, shapes or dtypes do not match its architecture.
+        entries whose names, shapes or dtypes do not match its architecture,
+        or declares more parameter data than the memory of the machine.
         The message names the file and the entry or architecture field.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import nnback
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "model.npz")
+    ...     nnback.mlp([2, 5, 2], activation="sigmoid", dtype="float64", rng=0).save(path)
+    ...     model = nnback.load(path)
+    >>> model
+    Sequential(
+      Linear(2, 5, bias=True, dtype=float64),
+      Sigmoid(),
+      Linear(5, 2, bias=True, dtype=float64)
+    )
     """
     path = os.fsdecode(os.fspath(path))
-    with open(path, "rb") as file:
-        signature = file.read(4)
+    signature = _read_signature(path)
     if signature not in _ZIP_SIGNATURES:
         raise ValueError(
             f"{path!r} is not an nnback model file: it is not a .npz (zip) archive"

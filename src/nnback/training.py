@@ -16,11 +16,13 @@ state in the layers, so call ``model.forward`` again before a separate
 import weakref
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from nnback import _network, _softmax, _validation
+from nnback import _concurrency, _network, _softmax, _validation
 from nnback.layers import Linear, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy, Tanh
+from nnback.optim import Optimizer
 
-__all__ = ["train_step"]
+__all__ = ["NonFiniteLossError", "train_step"]
 
 _ACTIVATION_CODES = {
     ReLU: _network.Activation.RELU,
@@ -28,9 +30,40 @@ _ACTIVATION_CODES = {
     Tanh: _network.Activation.TANH,
 }
 
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """A training loop met a batch whose loss is NaN or infinite.
+
+    Raised by ``nnback.MLPClassifier`` (with ``on_nonfinite="raise"``) and used
+    by ``nnback train`` to stop at the first such batch. It is a
+    FloatingPointError, because the arithmetic overflowed or produced NaN, and
+    also a ValueError, because scikit-learn's own MLPClassifier raises
+    ValueError for non-finite weights and code written for it catches that.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch, counted from 1.
+    batch : int
+        The batch within the epoch, counted from 1.
+    loss : float
+        The loss of that batch: ``nan``, ``inf`` or ``-inf``.
+    """
+
+    def __init__(self, message, epoch, batch, loss):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.loss = loss
+
+    def __reduce__(self):
+        # The default reduction passes only ``args`` (the message) to __init__.
+        return type(self), (str(self), self.epoch, self.batch, self.loss)
+
+
 # Compiled chains of the models seen so far, rebuilt when a layer's
 # Parameters are replaced.
-_chains = weakref.WeakKeyDictionary()
+_chains: "weakref.WeakKeyDictionary[Sequential, _CachedChain]" = weakref.WeakKeyDictionary()
 
 
 def _dense_blocks(model):
@@ -110,7 +143,7 @@ def _plain_sgd_rates(optimizer, model):
 def _checked_input(x, chain, n_features):
     """Return ``x`` as a C-contiguous (B, n_features) array of the chain's dtype."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":
-        x = np.asarray(x)
+        x = _validation.as_array("x", x)
         if x.dtype.kind not in "fiub":
             raise TypeError(
                 f"x has unsupported dtype {x.dtype}: expected a real floating-point, "
@@ -139,7 +172,58 @@ def _checked_labels(targets, n_samples, n_classes):
     return labels
 
 
-def train_step(model, loss, optimizer, x, targets):
+# The methods that train_step calls on each of its objects.
+_STEP_METHODS = (
+    ("model", ("forward", "backward", "parameters"), "a Sequential or another layer"),
+    ("loss", ("forward", "backward"), "a SoftmaxCrossEntropy instance"),
+    ("optimizer", ("step",), "an SGD or Adam instance"),
+)
+
+
+def _check_step_objects(model, loss, optimizer):
+    """Raise unless model, loss and optimizer fit together, before any of them is used.
+
+    An object without the methods that ``train_step`` calls, a class in place of
+    an instance, or a loss passed as the model raises TypeError. An optimizer
+    that updates a Parameter which is not in the model raises ValueError,
+    because such a step would never train the model.
+    """
+    for (name, methods, expected), value in zip(_STEP_METHODS, (model, loss, optimizer)):
+        missing = [method for method in methods if not callable(getattr(value, method, None))]
+        if isinstance(value, type) or missing:
+            if isinstance(value, type):
+                described = f"the class {value.__name__}"
+            else:
+                described = type(value).__name__
+            raise TypeError(f"{name} must be {expected}, got {described}")
+    if isinstance(model, SoftmaxCrossEntropy):
+        raise TypeError(
+            f"model is the loss {model!r}: pass train_step(model, loss, optimizer, x, targets)"
+        )
+    if not hasattr(loss, "reduction"):
+        raise TypeError(
+            f"loss must be {_STEP_METHODS[1][2]}, got {type(loss).__name__}, which has no "
+            f"reduction attribute"
+        )
+
+    if isinstance(optimizer, Optimizer):
+        model_parameters = {id(parameter) for parameter in model.parameters()}
+        for index, parameter in enumerate(optimizer.params):
+            if id(parameter) not in model_parameters:
+                raise ValueError(
+                    f"optimizer.params[{index}] ({parameter!r}) is not a Parameter of the "
+                    f"model: create the optimizer from model.parameters(), and again after "
+                    f"replacing a layer's weight or bias"
+                )
+
+
+def train_step(
+    model: Sequential,
+    loss: SoftmaxCrossEntropy,
+    optimizer: Optimizer,
+    x: ArrayLike,
+    targets: ArrayLike,
+) -> float:
     """Run one training step and return the loss before the update, as a float.
 
     Computes the model output for ``x``, the loss against ``targets``, the
@@ -149,20 +233,81 @@ def train_step(model, loss, optimizer, x, targets):
     Parameters
     ----------
     model : Sequential
+        The network, which outputs logits of shape (B, n_classes).
     loss : SoftmaxCrossEntropy
+        The loss, with reduction "mean" or "sum".
     optimizer : SGD or Adam
         Updates the model's Parameters.
-    x : ndarray of shape (B, n_features)
-    targets : ndarray
-        Class indices of shape (B,), or probabilities of the logits' shape.
+    x : array_like, shape (B, n_features)
+        Converted to the model's dtype if it has another dtype or is not
+        C-contiguous.
+    targets : array_like
+        Class indices of shape (B,) of any integer dtype, or probabilities of
+        the logits' shape (B, n_classes).
+
+    Returns
+    -------
+    float
+        The loss of this batch, computed before the update.
+
+    Raises
+    ------
+    ValueError
+        If the loss has ``reduction="none"``, or x or targets have the wrong
+        shape.
+    TypeError
+        If x or targets have an unsupported dtype.
+    IndexError
+        For the first class index outside ``[0, n_classes)``, before any
+        parameter changes.
+    RuntimeError
+        If another thread is using the model, the loss or the optimizer.
+
+    Notes
+    -----
+    A NaN or infinite loss is returned like any other value, and the update
+    has already been applied with the gradients of that batch, which are then
+    usually non-finite too. Only the caller knows the epoch and the batch
+    number and whether to stop, so the training loops of ``nnback train`` and
+    ``MLPClassifier`` check each returned loss with ``math.isfinite`` and, by
+    default, raise :class:`NonFiniteLossError`.
+
+    The step holds the thread guards of ``model``, ``loss`` and ``optimizer``
+    from start to end. A call from a second thread that uses one of them while
+    the first call runs raises RuntimeError. Give each thread its own model,
+    loss and optimizer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnback import SGD, SoftmaxCrossEntropy, mlp, train_step
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(64, 4)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int64)        # class indices, shape (64,)
+    >>> model = mlp([4, 16, 2], rng=0)
+    >>> loss = SoftmaxCrossEntropy()
+    >>> optimizer = SGD(model.parameters(), lr=0.5)
+    >>> losses = [train_step(model, loss, optimizer, x, y) for _ in range(50)]
+    >>> losses[-1] < 0.5 * losses[0]
+    True
     """
+    _check_step_objects(model, loss, optimizer)
     if loss.reduction == "none":
         raise ValueError(
             "train_step needs a scalar loss: use SoftmaxCrossEntropy(reduction='mean') or 'sum'"
         )
 
+    guards = _concurrency.enter_all((model, loss, optimizer))
+    try:
+        return _run_step(model, loss, optimizer, x, targets)
+    finally:
+        _concurrency.exit_all(guards)
+
+
+def _run_step(model, loss, optimizer, x, targets):
+    """Run the body of ``train_step``, whose caller holds the guards of its objects."""
     if not isinstance(targets, np.ndarray):
-        targets = np.asarray(targets)
+        targets = _validation.as_array("targets", targets)
     chain = None
     if type(loss) is SoftmaxCrossEntropy and _validation.is_class_index_targets(targets):
         chain = _compiled_chain(model)
