@@ -19,6 +19,7 @@ PyTorch and scikit-learn are optional: without them their columns show "-".
 """
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -308,14 +309,16 @@ def run_alloc(modules, settings):
             x, labels = training.training_data(batch_size, layer_sizes[0], layer_sizes[-1], SEED)
             model, loss, optimizer = training.nnback_model(modules, layer_sizes, SEED)
             step = training.nnback_step_function(modules, model, loss, optimizer)
-            result = allocations.measure_nnback(lambda: step(x, labels))
+            result = allocations.measure_nnback(functools.partial(step, x, labels))
             entries.append({"contender": "nnback", "batch_size": batch_size, **result})
 
             torch = modules.torch
             if torch is not None:
                 torch_step = training.torch_step_function(torch, layer_sizes, SEED)
                 x_tensor, labels_tensor = torch.from_numpy(x), torch.from_numpy(labels)
-                result = allocations.measure_torch(torch, lambda: torch_step(x_tensor, labels_tensor))
+                result = allocations.measure_torch(
+                    torch, functools.partial(torch_step, x_tensor, labels_tensor)
+                )
                 entries.append({"contender": "torch", "batch_size": batch_size, **result})
     return entries
 

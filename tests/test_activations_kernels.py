@@ -346,7 +346,7 @@ def test_read_only_output_is_rejected(name):
 
 # ---- vector tails and alignment ------------------------------------------------
 
-TAIL_LENGTHS = list(range(0, 70)) + [127, 128, 129, 1023]
+TAIL_LENGTHS = list(range(70)) + [127, 128, 129, 1023]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

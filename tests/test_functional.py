@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from nnback import functional
-from nnback import reference
+from nnback import functional, reference
 
 # Every call below must run without NumPy warnings: overflow, inf - inf and the
 # mean over an empty batch are IEEE results, not errors.
@@ -1281,7 +1280,7 @@ def test_bad_out_raises(bad_out):
         activations_module = None
     _, make_out, exception, message = bad_out
 
-    for name, call in elementwise_calls(activations_module):
+    for _name, call in elementwise_calls(activations_module):
         with pytest.raises(exception, match=message):
             call(make_out())
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nnback.layers import Linear, ReLU, Sequential, SoftmaxCrossEntropy, Tanh, mlp
+from nnback.layers import Linear, Sequential, SoftmaxCrossEntropy, Tanh, mlp
 from nnback.optim import SGD, Adam
 from nnback.training import train_step
 

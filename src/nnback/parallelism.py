@@ -11,7 +11,6 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-
 # The BLAS and OpenMP libraries take the thread count as a C int.
 MAX_THREADS = 2**31 - 1
 
