@@ -12,8 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from nnback import functional
-from nnback import reference
+from nnback import functional, reference
 
 pytestmark = pytest.mark.filterwarnings("error")
 

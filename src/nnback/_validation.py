@@ -21,7 +21,10 @@ The checks run on the arrays as given, before any conversion, so that a bad call
 raises before it copies anything.
 """
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -72,14 +75,43 @@ def common_dtype(named_arrays):
     return common
 
 
-def as_computation_array(array, dtype):
-    """Return ``array`` as a C-contiguous array of the native-byte-order ``dtype``.
+def as_array(name, value) -> NDArray[Any]:
+    """Return ``value`` as an ndarray, as ``np.asarray`` does.
+
+    A ValueError from NumPy, as for a ragged nested list, is raised again with
+    ``name`` in front of NumPy's message.
+    """
+    try:
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(f"{name} cannot be converted to a NumPy array: {error}") from error
+
+
+def as_computation_array(array, dtype) -> NDArray[Any]:
+    """Return ``array`` as an aligned C-contiguous array of the native-byte-order ``dtype``.
 
     The array itself is returned when it already has that layout and dtype, so a
     read-only input stays read-only and is never copied. Otherwise a new array
-    is returned, and the input is left unchanged.
+    is returned, and the input is left unchanged. An array whose data is not
+    aligned to its item size (a view at an odd byte offset) is copied, because
+    the kernels read it through typed C pointers.
     """
-    return np.asarray(array, dtype=dtype, order="C")
+    converted = np.asarray(array, dtype=dtype, order="C")
+    if not converted.flags.aligned:
+        converted = converted.copy()
+    return converted
+
+
+def as_native_labels(targets) -> NDArray[Any]:
+    """Return the integer array ``targets`` as aligned, C-contiguous and in native byte order.
+
+    The compiled label kernels read it through a typed C pointer, so a
+    byte-swapped, strided or misaligned array is copied.
+    """
+    labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
+    if not labels.flags.aligned:
+        labels = labels.copy()
+    return labels
 
 
 # ---------------------------------------------------------------------------
@@ -240,9 +272,13 @@ def check_class_index_shape(labels, z_shape):
     """Raise ValueError unless ``labels`` is 1-D with one entry per row of z."""
     n_rows = z_shape[0]
     if labels.ndim != 1:
+        # Integer targets of z's shape are most likely one-hot rows in an integer dtype.
+        hint = ""
+        if labels.shape == tuple(z_shape):
+            hint = "; pass probability (one-hot) targets as a floating-point array"
         raise ValueError(
             f"class-index targets must be a 1-D array of shape (B,) = ({n_rows},) for z "
-            f"of shape {z_shape}, got shape {labels.shape}"
+            f"of shape {z_shape}, got shape {labels.shape}{hint}"
         )
     if labels.shape[0] != n_rows:
         raise ValueError(

@@ -179,10 +179,10 @@ def linear_forward(
     weight = validation.as_computation_array(weight, dtype)
     if bias is not None:
         bias = validation.as_computation_array(bias, dtype)
-    y = np.empty(result_shape, dtype=dtype) if out is None else out
+    y = _kernel_output(out, result_shape, dtype)
 
     _linear.forward(x, weight, bias, y)
-    return y
+    return _deliver(y, out)
 
 
 @overload
@@ -285,6 +285,26 @@ def linear_backward(
 # ---------------------------------------------------------------------------
 
 
+def _kernel_output(out, shape, dtype):
+    """Return the array that a kernel writes: ``out``, or a new array.
+
+    A new array is returned when ``out`` is None or when its data is not aligned
+    to the item size (a view at an odd byte offset), because the kernels write
+    through typed C pointers. :func:`_deliver` then copies the result into out.
+    """
+    if out is None or not out.flags.aligned:
+        return np.empty(shape, dtype=dtype)
+    return out
+
+
+def _deliver(result, out):
+    """Return ``result``, after copying it into ``out`` if the kernel wrote elsewhere."""
+    if out is None or result is out:
+        return result
+    np.copyto(out, result)
+    return out
+
+
 def _flat_view(array):
     """Return a 1-D view of the C-contiguous ``array`` for the element-wise kernels.
 
@@ -305,11 +325,11 @@ def _apply_forward(kernel, x, out):
     validation.check_out_overlap(out, {"x": x}, allow_same_buffer=True)
 
     x = validation.as_computation_array(x, dtype)
-    y = np.empty(x.shape, dtype=dtype) if out is None else out
+    y = _kernel_output(out, x.shape, dtype)
 
     # Both arrays are C-contiguous, so reshape(-1) returns views.
     kernel(x.reshape(-1), _flat_view(y))
-    return y
+    return _deliver(y, out)
 
 
 def _apply_backward(kernel, y, dy, out):
@@ -325,10 +345,10 @@ def _apply_backward(kernel, y, dy, out):
 
     y = validation.as_computation_array(y, dtype)
     dy = validation.as_computation_array(dy, dtype)
-    dx = np.empty(y.shape, dtype=dtype) if out is None else out
+    dx = _kernel_output(out, y.shape, dtype)
 
     kernel(y.reshape(-1), dy.reshape(-1), _flat_view(dx))
-    return dx
+    return _deliver(dx, out)
 
 
 def sigmoid_forward(x: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
@@ -586,10 +606,10 @@ def _apply_row_kernel(kernel, z, out):
     validation.check_out_overlap(out, {"z": z}, allow_same_buffer=True)
 
     z = validation.as_computation_array(z, dtype)
-    result = np.empty(z.shape, dtype=dtype) if out is None else out
+    result = _kernel_output(out, z.shape, dtype)
 
     kernel(z, result)
-    return result
+    return _deliver(result, out)
 
 
 def softmax(z: ArrayLike, *, out: _FloatArray | None = None) -> _FloatArray:
@@ -683,8 +703,7 @@ def _checked_class_indices(targets, z_shape):
     """
     validation.check_class_index_shape(targets, z_shape)
 
-    # The compiled check reads native-byte-order, C-contiguous integers.
-    labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
+    labels = validation.as_native_labels(targets)
     position = _softmax.first_invalid_label(labels, z_shape[1])
     if position >= 0:
         raise validation.invalid_label_error(labels, position, z_shape)

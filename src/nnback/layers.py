@@ -161,10 +161,12 @@ def _plain_array(array):
 
 
 def _as_dtype(array, dtype):
-    """Return ``array`` itself when it is C-contiguous of ``dtype``, else a converted copy."""
-    if array.dtype == dtype and array.flags.c_contiguous:
+    """Return ``array`` itself when it is aligned and C-contiguous of ``dtype``, else a converted copy."""
+    if array.dtype == dtype and array.flags.c_contiguous and array.flags.aligned:
         return array
-    return np.ascontiguousarray(array, dtype=dtype)
+    # np.array copies, and so also aligns a view at an odd byte offset, which
+    # the kernels must not read through typed C pointers.
+    return np.array(array, dtype=dtype, order="C")
 
 
 def _separate_from(array, buffer):
@@ -263,7 +265,8 @@ class Parameter:
     def __init__(self, data):
         array = _as_real_array("data", data)
         dtype = _validation.computation_dtype("data", array)
-        if not (array.dtype == dtype and array.flags.c_contiguous and array.flags.writeable):
+        layout_ok = array.flags.c_contiguous and array.flags.writeable and array.flags.aligned
+        if not (array.dtype == dtype and layout_ok):
             array = np.array(array, dtype=dtype, order="C")
         self._data = array
         self._flat_data = array.reshape(-1)
@@ -325,6 +328,12 @@ class Parameter:
             )
         if not value.flags.c_contiguous or not value.flags.writeable:
             raise ValueError(f"Parameter.{name} must be a writable C-contiguous array")
+        if not value.flags.aligned:
+            # The optimizers update the array in place through typed C pointers.
+            raise ValueError(
+                f"Parameter.{name} must be aligned to its item size of {value.itemsize} "
+                f"bytes: pass a copy, for example value.copy()"
+            )
         return _plain_array(value)
 
     def __repr__(self):
@@ -914,8 +923,13 @@ class _Activation:
         else:
             _validation.check_out(out, x.shape, x.dtype)
             _validation.check_out_overlap(out, {"x": x}, allow_same_buffer=True)
+        # The kernel writes through a typed C pointer, so an out at an odd byte
+        # offset receives a copy of an aligned result.
+        target = out if out.flags.aligned else np.empty_like(x)
         # np.matrix.reshape(-1) stays 2-D, so a subclass is viewed as ndarray first.
-        self._forward_kernel(x.reshape(-1), out.view(np.ndarray).reshape(-1))
+        self._forward_kernel(x.reshape(-1), target.view(np.ndarray).reshape(-1))
+        if target is not out:
+            np.copyto(out, target)
         return out
 
     def __repr__(self):
@@ -1157,9 +1171,7 @@ class SoftmaxCrossEntropy:
     def _checked_labels(targets, z_shape, buffers):
         """Range-check class indices and return them as C-contiguous intp for the kernel."""
         _validation.check_class_index_shape(targets, z_shape)
-        # The compiled range check takes native byte order only, so byte-swapped
-        # labels are converted here.
-        labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
+        labels = _validation.as_native_labels(targets)
         position = _softmax.first_invalid_label(labels, z_shape[1])
         if position >= 0:
             raise _validation.invalid_label_error(labels, position, z_shape)

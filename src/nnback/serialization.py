@@ -573,8 +573,11 @@ def load(path: str | os.PathLike[str]) -> Sequential:
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
     ValueError
-        If the file is not an nnback model (another .npz archive, a text file),
+        If ``path`` is not a regular file (a FIFO or a device), or the file is
+        not an nnback model (another .npz archive, a text file),
         is truncated or damaged, has an unknown format version, or contains
         entries whose names, shapes or dtypes do not match its architecture,
         or declares more parameter data than the memory of the machine.

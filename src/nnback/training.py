@@ -153,8 +153,9 @@ def _checked_input(x, chain, n_features):
         raise ValueError(f"the model expects x of shape (B, {n_features}), got shape {x.shape}")
     if x.shape[0] > _validation.MAX_BLAS_DIMENSION:
         _validation.require_blas_dimensions("x", x)
-    if x.dtype != chain.dtype or not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x, dtype=chain.dtype)
+    if x.dtype != chain.dtype or not x.flags.c_contiguous or not x.flags.aligned:
+        # np.array copies, and so also aligns a view at an odd byte offset.
+        x = np.array(x, dtype=chain.dtype, order="C")
     return x
 
 
@@ -162,8 +163,7 @@ def _checked_labels(targets, n_samples, n_classes):
     """Return class indices as C-contiguous intp after the range check."""
     z_shape = (n_samples, n_classes)
     _validation.check_class_index_shape(targets, z_shape)
-    # The compiled check reads native byte order only.
-    labels = np.ascontiguousarray(targets, dtype=targets.dtype.newbyteorder("="))
+    labels = _validation.as_native_labels(targets)
     position = _softmax.first_invalid_label(labels, n_classes)
     if position >= 0:
         raise _validation.invalid_label_error(labels, position, z_shape)
@@ -253,10 +253,11 @@ def train_step(
     Raises
     ------
     ValueError
-        If the loss has ``reduction="none"``, or x or targets have the wrong
-        shape.
+        If the loss has ``reduction="none"``, x or targets have the wrong
+        shape, or the optimizer updates a Parameter that is not in the model.
     TypeError
-        If x or targets have an unsupported dtype.
+        If x or targets have an unsupported dtype, or model, loss or optimizer
+        lacks a method that the step calls (as for swapped arguments).
     IndexError
         For the first class index outside ``[0, n_classes)``, before any
         parameter changes.
