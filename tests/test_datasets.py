@@ -3,6 +3,7 @@
 import gzip
 import os
 import struct
+import tracemalloc
 import zipfile
 import zlib
 
@@ -262,6 +263,24 @@ def test_npz_truncated_archive(tmp_path):
         datasets.load_npz(path)
 
 
+def test_npz_negative_member_offset(tmp_path):
+    # zipfile adds the gap between the recorded and the actual position of the
+    # central directory to every member offset. An inflated record therefore
+    # gives negative offsets, and seeking to one raises OSError (EINVAL).
+    path = _save_npz_with(tmp_path)
+    content = bytearray(path.read_bytes())
+    end_record = content.rindex(b"PK\x05\x06")
+    directory_offset = struct.unpack_from("<I", content, end_record + 16)[0]
+    struct.pack_into("<I", content, end_record + 16, directory_offset + 10**6)
+    path.write_bytes(bytes(content))
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert str(path) in str(info.value)
+    assert "not a valid .npz file" in str(info.value)
+
+
 def test_npz_zero_features_rejected(tmp_path):
     path = _save_npz_with(tmp_path, x_train=np.zeros((8, 0)), x_test=np.zeros((4, 0)))
 
@@ -497,6 +516,40 @@ def test_idx_truncated_inside_gzip(tmp_path):
         datasets.read_idx(path)
 
 
+def test_idx_gzip_trailing_data_not_decompressed(tmp_path):
+    # 64 MB of zeros after a 5-byte IDX payload compress to about 64 KB. Only
+    # the declared size plus one byte may be decompressed.
+    path = tmp_path / "labels.gz"
+    with gzip.open(path, "wb") as file:
+        file.write(_valid_labels())
+        for _ in range(64):
+            file.write(bytes(2**20))
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="unexpected bytes after the IDX data"):
+            datasets.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 4 * 2**20
+
+
+def test_idx_gzip_declared_size_beyond_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_memory_limit_bytes", lambda: 1000)
+    path = tmp_path / "images.gz"
+    header = struct.pack(">BBBB3I", 0, 0, 0x08, 3, 10, 28, 28)
+    with gzip.open(path, "wb") as file:
+        file.write(header)
+
+    with pytest.raises(ValueError) as info:
+        datasets.read_idx(path)
+
+    assert str(path) in str(info.value)
+    assert "needs 7.7 KiB, more than the 1000 bytes of memory" in str(info.value)
+
+
 # ---------------------------------------------------------------------------
 # MNIST folder
 # ---------------------------------------------------------------------------
@@ -683,6 +736,45 @@ def test_samples_npy_truncated(tmp_path):
 
     with pytest.raises(ValueError, match="truncated or damaged"):
         datasets.load_samples(path)
+
+
+def test_samples_npy_fortran_order_uint8_is_c_contiguous(tmp_path):
+    path = tmp_path / "x.npy"
+    images = np.asfortranarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    np.save(path, images)
+
+    x, _ = datasets.load_samples(path)
+
+    assert x.flags.c_contiguous
+    np.testing.assert_array_equal(x, images.astype(np.float32) * np.float32(1 / 255))
+
+
+def test_samples_npy_unterminated_header_string(tmp_path):
+    # NumPy's header parser raises tokenize.TokenError, not ValueError, for
+    # an unterminated string.
+    path = tmp_path / "x.npy"
+    header = b"{'descr': '<f4" + b" " * 49 + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert str(path) in str(info.value)
+    assert "not a valid .npy file" in str(info.value)
+
+
+def test_samples_npy_header_with_bytes_key(tmp_path):
+    # NumPy sorts the header keys and raises TypeError for bytes next to str.
+    path = tmp_path / "x.npy"
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), b'x': 1}"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(8))
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert str(path) in str(info.value)
+    assert "not a valid .npy file" in str(info.value)
 
 
 def test_samples_npy_zero_features(tmp_path):

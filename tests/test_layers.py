@@ -135,6 +135,39 @@ def test_parameter_data_setter_accepts_matching_array():
     assert param.data is new
 
 
+@pytest.mark.parametrize(
+    "make_subclass",
+    [
+        pytest.param(np.asmatrix, id="matrix"),
+        pytest.param(lambda array: np.ma.masked_array(array, mask=False), id="masked"),
+    ],
+)
+def test_parameter_subclass_assignment_steps(make_subclass):
+    # np.matrix stays 2-D when reshaped, so a stored matrix broke the 1-D views
+    # that SGD writes through, and step raised TypeError.
+    param = Parameter(np.zeros((2, 3)))
+    data = make_subclass(np.ones((2, 3)))
+    grad = make_subclass(np.full((2, 3), 2.0))
+
+    param.data = data
+    param.grad = grad
+    SGD([param], lr=0.5).step()
+
+    assert type(param.data) is np.ndarray
+    assert type(param.grad) is np.ndarray
+    np.testing.assert_array_equal(param.data, np.zeros((2, 3)))
+    # The stored array is a view of the assigned one, not a copy.
+    np.testing.assert_array_equal(np.asarray(data), np.zeros((2, 3)))
+
+
+def test_parameter_built_from_matrix_is_plain_ndarray():
+    param = Parameter(np.asmatrix(np.ones((2, 3))))
+
+    assert type(param.data) is np.ndarray
+    assert type(param.grad) is np.ndarray
+    assert param.shape == (2, 3)
+
+
 # ---------------------------------------------------------------------------
 # Linear
 # ---------------------------------------------------------------------------

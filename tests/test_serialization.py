@@ -432,6 +432,71 @@ def test_entry_larger_than_file_allocates_little(tmp_path):
     assert peak < SMALL_PEAK_BYTES
 
 
+def test_negative_entry_offset_rejected(saved):
+    # zipfile adds the gap between the recorded and the actual position of the
+    # central directory to every entry offset. An inflated record therefore
+    # gives negative offsets, and seeking to one raises OSError (EINVAL).
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    end_record = data.rindex(b"PK\x05\x06")
+    directory_offset = struct.unpack_from("<I", data, end_record + 16)[0]
+    struct.pack_into("<I", data, end_record + 16, directory_offset + 10**6)
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(ValueError, match="not a readable nnback model file"):
+        load(path)
+
+
+def test_unterminated_header_string_rejected(tmp_path):
+    # NumPy's header parser raises tokenize.TokenError, not ValueError, for
+    # an unterminated string.
+    path = tmp_path / "model.npz"
+    header = b"{'descr': '<f4" + b" " * 49 + b"\n"
+    members = base_members([linear_spec(2, 3)])
+    members.append(
+        ("layers.0.weight.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
+    )
+    write_members(path, members)
+
+    with pytest.raises(ValueError, match="not a readable nnback model file"):
+        load(path)
+
+
+def test_header_with_bytes_key_rejected(tmp_path):
+    # NumPy sorts the header keys and raises TypeError for bytes next to str.
+    path = tmp_path / "model.npz"
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), b'x': 1}"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    members = base_members([linear_spec(2, 3)])
+    members.append(
+        ("layers.0.weight.npy",
+         b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(24))
+    )
+    write_members(path, members)
+
+    with pytest.raises(ValueError, match="not a readable nnback model file"):
+        load(path)
+
+
+def test_compressed_entry_beyond_memory_rejected(tmp_path, monkeypatch):
+    # Deflate stores 36 MB of zeros in about 35 KB, so a small file can declare
+    # parameters that exceed the memory of the machine. The limit is lowered
+    # here instead of writing such a file.
+    monkeypatch.setattr(serialization.datasets, "_memory_limit_bytes", lambda: 2**20)
+    path = tmp_path / "bomb.npz"
+    members = base_members([linear_spec(3000, 3000)])
+    members.append(("layers.0.weight.npy", npy_header((3000, 3000)) + bytes(3000 * 3000 * 4)))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    assert path.stat().st_size < 2**20
+
+    message, peak = load_rejection(path)
+
+    assert "declare 34.3 MiB of data, more than the 1.0 MiB of memory" in message
+    assert peak < SMALL_PEAK_BYTES
+
+
 def test_load_draws_no_random_weights(saved, monkeypatch):
     model, path = saved
 

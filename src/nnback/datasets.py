@@ -56,10 +56,11 @@ NPY_MAGIC = b"\x93NUMPY"
 # Errors that zipfile, zlib and numpy.lib.format raise for damaged input.
 # zipfile raises RuntimeError for an encrypted member and NotImplementedError for
 # an unsupported compression method. numpy.lib.format lets tokenize.TokenError
-# escape from some malformed .npy headers, such as an unterminated string.
+# escape from some malformed .npy headers, such as an unterminated string, and
+# raises TypeError for a header dict whose keys cannot be sorted (bytes and str).
 _ARCHIVE_ERRORS = (
     ValueError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError,
-    tokenize.TokenError,
+    tokenize.TokenError, TypeError,
 )
 
 

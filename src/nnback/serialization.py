@@ -113,9 +113,11 @@ _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 # Errors that NumPy and zipfile raise for a damaged or foreign archive.
 # RuntimeError covers encrypted entries, and its subclass NotImplementedError
 # unsupported compression methods. numpy.lib.format lets tokenize.TokenError
-# escape from some malformed .npy headers, such as an unterminated string.
+# escape from some malformed .npy headers, such as an unterminated string, and
+# raises TypeError for a header dict whose keys cannot be sorted (bytes and str).
 _ARCHIVE_ERRORS = (
     zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError, tokenize.TokenError,
+    TypeError,
 )
 
 
