@@ -194,15 +194,17 @@ class CounterThread:
             time.sleep(0)
 
     def __enter__(self):
-        self._thread.start()
+        # The interval is set before the thread starts: a thread already waiting
+        # for the GIL would otherwise still force a switch after the old interval.
         self._saved_interval = sys.getswitchinterval()
         sys.setswitchinterval(LONG_SWITCH_INTERVAL)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc_info):
-        sys.setswitchinterval(self._saved_interval)
         self._stop.set()
         self._thread.join()
+        sys.setswitchinterval(self._saved_interval)
 
 
 def counter_progress(call):
