@@ -22,6 +22,9 @@ from nnback.layers import (
 from nnback.optim import SGD, Adam
 from nnback.training import train_step
 
+# np.matrix, which these tests pass as hostile input, warns that it is deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
 

@@ -141,15 +141,17 @@ def test_replaced_parameter_data_is_updated():
     assert not np.array_equal(replacement, np.full_like(old, 0.01))
 
 
-def test_empty_batch_mean_is_nan():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("targets", [np.empty(0, np.int64), np.empty((0, LAYER_SIZES[-1]))])
+def test_empty_batch_raises(weight_decay, targets):
     model = make_model("relu", np.float32)
     before = parameters_of(model)
     x = np.empty((0, LAYER_SIZES[0]), np.float32)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=weight_decay)
 
-    value = train_step(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), x,
-                       np.empty(0, np.int64))
+    with pytest.raises(ValueError, match=r"x has shape \(0, 7\) with no samples"):
+        train_step(model, SoftmaxCrossEntropy(), optimizer, x, targets)
 
-    assert np.isnan(value)
     for got, want in zip(parameters_of(model), before):
         np.testing.assert_array_equal(got, want)
 

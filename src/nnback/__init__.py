@@ -66,6 +66,13 @@ __all__ = [
 def __getattr__(name):
     # The estimator imports scikit-learn, an optional dependency.
     if name == "MLPClassifier":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "nnback.MLPClassifier needs scikit-learn, which is not installed: "
+                "pip install scikit-learn"
+            ) from exc
         from nnback.estimator import MLPClassifier
 
         return MLPClassifier

@@ -253,8 +253,9 @@ def train_step(
     Raises
     ------
     ValueError
-        If the loss has ``reduction="none"``, x or targets have the wrong
-        shape, or the optimizer updates a Parameter that is not in the model.
+        If the loss has ``reduction="none"``, x has no rows, x or targets have
+        the wrong shape, or the optimizer updates a Parameter that is not in
+        the model.
     TypeError
         If x or targets have an unsupported dtype, or model, loss or optimizer
         lacks a method that the step calls (as for swapped arguments).
@@ -307,8 +308,17 @@ def train_step(
 
 def _run_step(model, loss, optimizer, x, targets):
     """Run the body of ``train_step``, whose caller holds the guards of its objects."""
+    if not isinstance(x, np.ndarray):
+        x = _validation.as_array("x", x)
     if not isinstance(targets, np.ndarray):
         targets = _validation.as_array("targets", targets)
+    # An empty batch has no gradient, but weight decay and momentum would still
+    # move the parameters, so it is rejected rather than stepped.
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise ValueError(
+            f"x has shape {x.shape} with no samples: train_step needs a batch of at "
+            "least one sample"
+        )
     chain = None
     if type(loss) is SoftmaxCrossEntropy and _validation.is_class_index_targets(targets):
         chain = _compiled_chain(model)
