@@ -289,6 +289,220 @@ def test_float64_warm_start_equals_sklearn(small_datasets):
     assert_same_fit(ours, theirs)
 
 
+# ---------------------------------------------------------------------------
+# SGD learning-rate schedules, with exact parity in float64
+# ---------------------------------------------------------------------------
+
+# Settings under which each schedule changes the rate several times within the
+# run: "adaptive" needs a tol that the loss or the validation score often
+# misses, so that stalls divide the rate.
+SCHEDULE_SETTINGS = {
+    ("invscaling", False): dict(learning_rate_init=0.2, power_t=0.3, alpha=0.1, max_iter=8),
+    ("invscaling", True): dict(learning_rate_init=0.2, power_t=0.3, n_iter_no_change=2, max_iter=40),
+    ("adaptive", False): dict(learning_rate_init=0.05, tol=1e-2, n_iter_no_change=2, max_iter=60),
+    ("adaptive", True): dict(learning_rate_init=0.05, tol=2e-2, n_iter_no_change=2, max_iter=100),
+}
+
+
+def final_learning_rate(sklearn_clf):
+    """The rate that scikit-learn's SGD optimizer would use for the next step."""
+    return sklearn_clf._optimizer.learning_rate
+
+
+@pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "momentum"])
+@pytest.mark.parametrize("early_stopping", [False, True], ids=["no-early-stopping", "early-stopping"])
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_float64_schedule_equals_sklearn(small_datasets, schedule, early_stopping, nesterov):
+    X, y = small_datasets["digits"]
+    shared = dict(
+        hidden_layer_sizes=(12, 7), solver="sgd", learning_rate=schedule,
+        nesterovs_momentum=nesterov, early_stopping=early_stopping, random_state=3,
+        **SCHEDULE_SETTINGS[schedule, early_stopping],
+    )
+
+    ours = MLPClassifier(dtype=np.float64, **shared).fit(X, y)
+    theirs = SklearnMLPClassifier(**shared).fit(X, y)
+
+    assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(final_learning_rate(theirs), rel=1e-15)
+    # The schedule must have lowered the rate, or the case tests nothing.
+    assert ours._optimizer.lr < shared["learning_rate_init"]
+    if early_stopping:
+        assert ours.validation_scores_ == theirs.validation_scores_
+
+
+def test_invscaling_rate_after_each_epoch(blobs):
+    # The rate of the coming epoch is learning_rate_init / (t + 1) ** power_t,
+    # with t the number of samples seen so far.
+    X, y = blobs
+    clf = MLPClassifier(
+        hidden_layer_sizes=(6,), solver="sgd", learning_rate="invscaling",
+        learning_rate_init=0.3, power_t=0.7, random_state=0,
+    )
+
+    for epoch in range(1, 4):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+        assert clf.t_ == epoch * len(X)
+        assert clf._optimizer.lr == pytest.approx(0.3 / (epoch * len(X) + 1) ** 0.7, rel=1e-15)
+
+
+def test_adaptive_stops_at_min_rate(blobs):
+    # With tol=10 only the first epoch counts as an improvement. After that,
+    # every second epoch is a stall (n_iter_no_change=1) and divides the rate
+    # by 5: 0.05 / 5**7 = 6.4e-7 is the first rate at or below 1e-6, and the
+    # stall after it, at epoch 1 + 2 * 8, stops training.
+    X, y = blobs
+    clf = MLPClassifier(
+        hidden_layer_sizes=(6,), solver="sgd", learning_rate="adaptive",
+        learning_rate_init=0.05, tol=10.0, n_iter_no_change=1, max_iter=100, random_state=0,
+    )
+    expected_rate = 0.05
+    for _ in range(7):
+        expected_rate /= 5.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf.fit(X, y)
+
+    assert clf.n_iter_ == 17
+    assert clf._optimizer.lr == expected_rate
+    assert clf._no_improvement_count == 2
+
+
+def test_adaptive_verbose_messages(blobs, capsys):
+    X, y = blobs
+    MLPClassifier(
+        hidden_layer_sizes=(6,), solver="sgd", learning_rate="adaptive", learning_rate_init=1e-5,
+        tol=10.0, n_iter_no_change=1, max_iter=100, verbose=True, random_state=0,
+    ).fit(X, y)
+
+    output = capsys.readouterr().out
+    assert "Learning rate divided by 5 to 2e-06." in output
+    assert "The learning rate is at or below 1e-06. Stopping." in output
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_float64_schedule_partial_fit_and_pickle(small_datasets, schedule):
+    # partial_fit keeps the optimizer and its rate between calls, and pickling
+    # in the middle must keep the rate and the velocity.
+    X, y = small_datasets["digits"]
+    shared = dict(
+        hidden_layer_sizes=(12,), solver="sgd", learning_rate=schedule, learning_rate_init=0.1,
+        tol=0.5, n_iter_no_change=1, alpha=0.1, random_state=3,
+    )
+    ours = MLPClassifier(dtype=np.float64, **shared)
+    theirs = SklearnMLPClassifier(**shared)
+
+    for call in range(6):
+        start = (call % 4) * 100
+        ours.partial_fit(X[start:start + 100], y[start:start + 100], classes=np.arange(10))
+        theirs.partial_fit(X[start:start + 100], y[start:start + 100], classes=np.arange(10))
+        if call == 2:
+            ours = pickle.loads(pickle.dumps(ours))
+
+    assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(final_learning_rate(theirs), rel=1e-15)
+    assert ours._optimizer.lr < 0.1
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_float64_schedule_warm_start_equals_sklearn(small_datasets, schedule):
+    # Each fit creates a new optimizer, so its first epoch runs at
+    # learning_rate_init again, while t_ keeps counting.
+    X, y = small_datasets["digits"]
+    shared = dict(
+        hidden_layer_sizes=(12,), solver="sgd", learning_rate=schedule, learning_rate_init=0.1,
+        tol=0.05, n_iter_no_change=1, warm_start=True, max_iter=4, random_state=3,
+    )
+    ours = MLPClassifier(dtype=np.float64, **shared)
+    theirs = SklearnMLPClassifier(**shared)
+
+    for _ in range(3):
+        ours.fit(X, y)
+        theirs.fit(X, y)
+
+    assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(final_learning_rate(theirs), rel=1e-15)
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_plain_sgd_schedule_uses_fused_update(small_datasets, monkeypatch, schedule):
+    # Without momentum and alpha, train_step folds the SGD update into the
+    # compiled backward pass and reads optimizer.lr at every step, so
+    # SGD.step must never run. A rate cached from an earlier step would make
+    # the weights differ from scikit-learn's.
+    from nnback.layers import Sequential
+    from nnback.optim import SGD
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the training step did not use the fused SGD update")
+
+    monkeypatch.setattr(SGD, "step", fail)
+    monkeypatch.setattr(Sequential, "forward", fail)
+    monkeypatch.setattr(Sequential, "backward", fail)
+    X, y = small_datasets["digits"]
+    shared = dict(
+        SCHEDULE_SETTINGS[schedule, False], hidden_layer_sizes=(12, 7), solver="sgd",
+        learning_rate=schedule, momentum=0.0, alpha=0.0, random_state=3,
+    )
+
+    ours = MLPClassifier(dtype=np.float64, **shared).fit(X, y)
+    theirs = SklearnMLPClassifier(**shared).fit(X, y)
+
+    assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(final_learning_rate(theirs), rel=1e-15)
+    assert ours._optimizer.lr < shared["learning_rate_init"]
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_adam_ignores_schedule(small_datasets, schedule):
+    X, y = small_datasets["digits"]
+    shared = dict(hidden_layer_sizes=(12,), tol=0.05, n_iter_no_change=1, max_iter=30, random_state=3)
+
+    constant = MLPClassifier(dtype=np.float64, **shared).fit(X, y)
+    scheduled = MLPClassifier(dtype=np.float64, learning_rate=schedule, power_t=2.0, **shared).fit(X, y)
+    theirs = SklearnMLPClassifier(learning_rate=schedule, power_t=2.0, **shared).fit(X, y)
+
+    assert scheduled.n_iter_ < 30
+    assert scheduled.n_iter_ == constant.n_iter_
+    for mine, reference in zip(scheduled.coefs_, constant.coefs_):
+        np.testing.assert_array_equal(mine, reference)
+    assert_same_fit(scheduled, theirs)
+
+
+def test_invscaling_rate_underflow(blobs):
+    # (t + 1) ** power_t overflows the float range after the first epoch, so the
+    # rate becomes 0 and later epochs leave the weights unchanged.
+    X, y = blobs
+    shared = dict(
+        hidden_layer_sizes=(6,), solver="sgd", learning_rate="invscaling", power_t=200.0,
+        learning_rate_init=0.1, alpha=0.0, dtype=np.float64, random_state=0,
+    )
+
+    one_epoch = MLPClassifier(max_iter=1, **shared).fit(X, y)
+    three_epochs = MLPClassifier(max_iter=3, **shared).fit(X, y)
+
+    assert three_epochs._optimizer.lr == 0.0
+    for mine, reference in zip(three_epochs.coefs_ + three_epochs.intercepts_,
+                               one_epoch.coefs_ + one_epoch.intercepts_):
+        np.testing.assert_array_equal(mine, reference)
+    assert all(np.isfinite(velocity).all() for velocity in three_epochs._optimizer.velocity)
+
+
+def test_sklearn_parameters_transfer():
+    sklearn_params = SklearnMLPClassifier(
+        solver="sgd", learning_rate="adaptive", power_t=0.25, max_fun=100
+    ).get_params()
+
+    clf = MLPClassifier(**sklearn_params)
+
+    assert set(sklearn_params) <= set(clf.get_params())
+    for name, value in sklearn_params.items():
+        assert clf.get_params()[name] == value, name
+    clf.set_params(max_fun=20, learning_rate="invscaling")
+    assert (clf.max_fun, clf.learning_rate) == (20, "invscaling")
+
+
 def test_adam_epsilon_placement_matches_sklearn():
     # scikit-learn's update: param -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(s) + eps).
     # A large epsilon makes its placement visible.
@@ -625,6 +839,13 @@ INVALID_PARAMETERS = [
     ("batch_size_zero", dict(batch_size=0), "batch_size"),
     ("batch_size_text", dict(batch_size="all"), "batch_size"),
     ("learning_rate_zero", dict(learning_rate_init=0.0), "learning_rate_init"),
+    ("schedule_unknown", dict(learning_rate="optimal"), "learning_rate"),
+    ("schedule_number", dict(learning_rate=0.1), "learning_rate"),
+    ("power_t_negative", dict(power_t=-0.5), "power_t"),
+    ("power_t_text", dict(power_t="half"), "power_t"),
+    ("power_t_infinite", dict(power_t=np.inf), "power_t"),
+    ("max_fun_zero", dict(max_fun=0), "max_fun"),
+    ("max_fun_float", dict(max_fun=1.5), "max_fun"),
     ("max_iter_zero", dict(max_iter=0), "max_iter"),
     ("tol_negative", dict(tol=-1e-3), "tol"),
     ("momentum_one", dict(momentum=1.0), "momentum"),

@@ -17,11 +17,12 @@ cross-entropy plus scikit-learn's L2 penalty on the weights (not the biases)::
 
 so the penalty adds ``alpha * W_l / B`` to the gradient of each weight.
 
-Initialization, shuffling, the early-stopping split and the Adam update follow
-scikit-learn 1.9's ``MLPClassifier`` and draw from ``random_state`` in the same
-order. With ``dtype=np.float64`` and three or more classes, a fit therefore
-starts from the same weights, visits the samples in the same order and takes
-the same steps as scikit-learn's, up to floating-point rounding.
+Initialization, shuffling, the early-stopping split, the Adam update and the
+SGD learning-rate schedules follow scikit-learn 1.9's ``MLPClassifier`` and
+draw from ``random_state`` in the same order. With ``dtype=np.float64`` and
+three or more classes, a fit therefore starts from the same weights, visits
+the samples in the same order and takes the same steps as scikit-learn's, up
+to floating-point rounding.
 
 This module requires scikit-learn >= 1.6. ``import nnback`` does not import it.
 """
@@ -46,6 +47,12 @@ __all__ = ["MLPClassifier"]
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SOLVERS = ("sgd", "adam")
+LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive")
+# With learning_rate="adaptive", a stall divides the SGD learning rate by
+# ADAPTIVE_DIVISOR, unless the rate is already at or below
+# MIN_ADAPTIVE_LEARNING_RATE, which ends training (scikit-learn 1.9's values).
+ADAPTIVE_DIVISOR = 5.0
+MIN_ADAPTIVE_LEARNING_RATE = 1e-6
 # Values of ``on_nonfinite``, named as for numpy.seterr.
 NONFINITE_ACTIONS = ("raise", "warn", "ignore")
 
@@ -101,6 +108,11 @@ class _PenalizedOptimizer:
     def optimizers(self):
         return [opt for opt in (self.weight_optimizer, self.bias_optimizer) if opt is not None]
 
+    @property
+    def lr(self):
+        """Learning rate, the same for the weights and the biases."""
+        return self.weight_optimizer.lr
+
     def set_batch_size(self, batch_size):
         if batch_size != self.batch_size:
             self.weight_optimizer.weight_decay = self.alpha / batch_size
@@ -112,6 +124,32 @@ class _PenalizedOptimizer:
             self.bias_optimizer.step()
 
 
+def _set_sgd_learning_rate(optimizer, rate):
+    """Change the learning rate of an SGD or ``_PenalizedOptimizer`` of SGDs to ``rate``.
+
+    scikit-learn's velocity accumulates the steps ``-lr * g`` with the rate of
+    each past step, but nnback's accumulates gradients and multiplies the sum
+    by the current ``lr``, so nnback's velocity equals scikit-learn's divided by
+    ``-lr``. Scaling the velocity by ``old_rate / rate`` keeps that equality, so
+    the following steps match scikit-learn's after a change of rate.
+    """
+    optimizers = optimizer.optimizers if isinstance(optimizer, _PenalizedOptimizer) else [optimizer]
+    for sgd in optimizers:
+        old_rate = sgd.lr
+        if old_rate == rate:
+            continue
+        # NOTE: a rate that underflows to 0 (or so close to 0 that the scale
+        # overflows) discards the velocity, because nnback's steps are then 0.
+        # scikit-learn's would still apply its decaying velocity.
+        scale = old_rate / rate if rate > 0 else math.inf
+        for velocity in sgd.velocity:
+            if math.isfinite(scale):
+                velocity *= scale
+            else:
+                velocity.fill(0.0)
+        sgd.lr = rate
+
+
 def _optimizer_state(optimizer):
     """Return the state of an nnback SGD or Adam as a dict of plain values and arrays."""
     if isinstance(optimizer, Adam):
@@ -120,7 +158,9 @@ def _optimizer_state(optimizer):
             "exp_avg": [array.copy() for array in optimizer.exp_avg],
             "exp_avg_sq": [array.copy() for array in optimizer.exp_avg_sq],
         }
-    return {"velocity": [array.copy() for array in optimizer.velocity]}
+    # The learning rate changes during training with learning_rate="invscaling"
+    # or "adaptive", so it is state, not a setting.
+    return {"lr": optimizer.lr, "velocity": [array.copy() for array in optimizer.velocity]}
 
 
 def _restore_optimizer_state(optimizer, state):
@@ -132,6 +172,7 @@ def _restore_optimizer_state(optimizer, state):
         for target, source in zip(optimizer.exp_avg_sq, state["exp_avg_sq"]):
             target[...] = source
         return
+    optimizer.lr = state["lr"]
     for target, source in zip(optimizer.velocity, state["velocity"]):
         target[...] = source
 
@@ -155,8 +196,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
       probabilities to ``[eps, 1 - eps]`` first (eps of the dtype), so
       ``loss_curve_`` differs where predictions saturate, and with it
       stopping on ``tol``.
-    * Only the stochastic solvers "sgd" and "adam" exist, with a constant
-      learning rate (scikit-learn's ``learning_rate="constant"``).
+    * Only the stochastic solvers "sgd" and "adam" exist (see Notes).
     * ``dtype`` sets the dtype of the parameters and of the computation.
       Inputs are converted to it.
     * ``sample_weight`` and multilabel targets are not supported.
@@ -175,8 +215,28 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int or "auto", default "auto"
         Samples per mini-batch; "auto" is ``min(200, n_samples)``. Larger
         values are clipped to n_samples with a warning.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+        Schedule of the learning rate of "sgd". "adam" ignores it and always
+        uses ``learning_rate_init``.
+
+        * "constant" keeps ``learning_rate_init``.
+        * "invscaling" sets the rate to ``learning_rate_init / (t_ + 1) **
+          power_t`` at the end of each epoch, where ``t_`` counts the samples
+          seen so far. The rate therefore changes once per epoch, not per
+          sample or batch, and the first epoch of each ``fit`` runs at
+          ``learning_rate_init``.
+        * "adaptive" starts at ``learning_rate_init``. When the training loss
+          (or the validation score with ``early_stopping``) has not improved
+          by ``tol`` for more than ``n_iter_no_change`` epochs, training does
+          not stop but divides the rate by 5 and starts counting again. It
+          stops once this happens at a rate of 1e-6 or less.
+
+        ``partial_fit`` keeps the rate between calls, and ``fit`` starts again
+        at ``learning_rate_init``, as in scikit-learn.
     learning_rate_init : float, default 1e-3
-        The learning rate, > 0.
+        The initial learning rate, > 0.
+    power_t : float, default 0.5
+        Exponent of the "invscaling" schedule, >= 0.
     max_iter : int, default 200
         Maximum number of epochs (passes over the data) per call to ``fit``.
     shuffle : bool, default True
@@ -207,7 +267,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Adam's term added to the denominator, > 0.
     n_iter_no_change : int or numpy.inf, default 10
         Number of epochs without an improvement of at least ``tol`` that ends
-        training once exceeded.
+        training once exceeded (or divides the rate, with
+        ``learning_rate="adaptive"``).
+    max_fun : int, default 15000
+        Not used. scikit-learn passes it to its "lbfgs" solver as the maximum
+        number of loss evaluations, and nnback has no "lbfgs". It is accepted
+        and checked (an integer >= 1), so that parameters from scikit-learn
+        code, such as ``get_params()`` output or a grid, can be set here.
     dtype : numpy.float32 or numpy.float64, default numpy.float32
         Dtype of the parameters and of the computation.
     on_nonfinite : {"raise", "warn", "ignore"}, default "raise"
@@ -258,6 +324,31 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     model_ : nnback.layers.Sequential
         The trained network, which outputs logits.
 
+    Notes
+    -----
+    Every constructor parameter of scikit-learn 1.9's ``MLPClassifier`` is
+    accepted, but some values and arguments are not:
+
+    * ``solver="lbfgs"`` raises ValueError, because nnback trains only with
+      mini-batch steps through :func:`nnback.training.train_step`, and a
+      full-batch quasi-Newton method is outside that design. ``max_fun``
+      is therefore unused.
+    * ``momentum=1.0`` raises ValueError, because nnback's SGD requires
+      momentum in [0, 1). scikit-learn accepts 1.0, where the velocity never
+      decays.
+    * ``fit`` and ``partial_fit`` take no ``sample_weight``, because the
+      compiled loss weighs every sample of a batch equally. In scikit-learn,
+      the third positional argument of ``partial_fit`` is ``sample_weight``,
+      but here it is ``classes``, so pass ``classes`` by keyword in code
+      that runs with both.
+    * Multilabel targets raise ValueError, because the output layer is a
+      softmax over mutually exclusive classes.
+
+    With ``momentum > 0``, nnback's SGD keeps the velocity in units of the
+    gradient, while scikit-learn's keeps it in units of a step. When a
+    schedule changes the rate, the velocity is rescaled by the ratio of the
+    old rate to the new one, so that the steps stay equal to scikit-learn's.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -296,7 +387,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -311,6 +404,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
         dtype=np.float32,
         on_nonfinite="raise",
     ):
@@ -319,7 +413,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -334,6 +430,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.on_nonfinite = on_nonfinite
 
@@ -346,7 +443,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         model was fitted before. Runs at most ``max_iter`` epochs and stops
         earlier when the training loss (or, with ``early_stopping``, the
         validation score) has not improved by ``tol`` for more than
-        ``n_iter_no_change`` epochs.
+        ``n_iter_no_change`` epochs. With ``solver="sgd"`` and
+        ``learning_rate="adaptive"``, such a stall divides the learning rate
+        by 5 instead, and training stops only when the rate is already at or
+        below 1e-6.
 
         Parameters
         ----------
@@ -588,12 +688,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"batch_size must be 'auto' or an integer >= 1, got {self.batch_size!r}"
                 )
-        if (
-            isinstance(self.max_iter, bool)
-            or not isinstance(self.max_iter, numbers.Integral)
-            or self.max_iter < 1
-        ):
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not isinstance(self.learning_rate, str) or self.learning_rate not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(
+                f"learning_rate must be one of {LEARNING_RATE_SCHEDULES}, got "
+                f"{self.learning_rate!r} (the initial rate is learning_rate_init)"
+            )
+        integers = [("max_iter", self.max_iter), ("max_fun", self.max_fun)]
+        for name, value in integers:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not (
             self.n_iter_no_change == np.inf
             or (
@@ -627,6 +730,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ranges = [
             ("alpha", self.alpha, 0.0, True, None),
             ("learning_rate_init", self.learning_rate_init, 0.0, False, None),
+            ("power_t", self.power_t, 0.0, True, None),
             ("tol", self.tol, 0.0, True, None),
             ("momentum", self.momentum, 0.0, True, 1.0),
             ("validation_fraction", self.validation_fraction, 0.0, True, 1.0),
@@ -743,7 +847,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Return the hyperparameters that the optimizer is built from."""
         return {
             "solver": self.solver,
+            "learning_rate": self.learning_rate,
             "learning_rate_init": float(self.learning_rate_init),
+            "power_t": float(self.power_t),
             "momentum": float(self.momentum),
             "nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
             "betas": (float(self.beta_1), float(self.beta_2)),
@@ -890,6 +996,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         model, optimizer = self.model_, self._optimizer
+        # The schedule is the one the optimizer was created with, as in
+        # scikit-learn, where partial_fit keeps the optimizer of its first call.
+        settings = self._fitted_optimizer_settings
+        schedule = settings["learning_rate"] if settings["solver"] == "sgd" else "constant"
         loss = SoftmaxCrossEntropy()
         penalized = isinstance(optimizer, _PenalizedOptimizer)
         flat_weights = [layer.weight.data.reshape(-1) for layer in self._linear_layers()]
@@ -952,10 +1062,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
 
                 self._update_no_improvement_count(early_stopping, X_val, y_val)
+                if schedule == "invscaling":
+                    _set_sgd_learning_rate(optimizer, self._invscaling_rate(settings))
                 if self._no_improvement_count > self.n_iter_no_change:
-                    if self.verbose:
-                        print(self._stopping_message(early_stopping))
-                    break
+                    if schedule == "adaptive" and optimizer.lr > MIN_ADAPTIVE_LEARNING_RATE:
+                        _set_sgd_learning_rate(optimizer, optimizer.lr / ADAPTIVE_DIVISOR)
+                        self._no_improvement_count = 0
+                        if self.verbose:
+                            print(self._adaptive_message(early_stopping, optimizer.lr))
+                    else:
+                        if self.verbose:
+                            print(self._stopping_message(early_stopping, schedule))
+                        break
                 if incremental:
                     break
                 if epoch == self.max_iter - 1:
@@ -1006,12 +1124,37 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             stacklevel=5,
         )
 
-    def _stopping_message(self, early_stopping):
+    def _stall_message(self, early_stopping):
         quantity = "Validation score" if early_stopping else "Training loss"
         return (
             f"{quantity} did not improve by more than tol={self.tol:g} for "
-            f"{self.n_iter_no_change} consecutive epochs. Stopping."
+            f"{self.n_iter_no_change} consecutive epochs."
         )
+
+    def _stopping_message(self, early_stopping, schedule):
+        if schedule == "adaptive":
+            return (
+                f"{self._stall_message(early_stopping)} The learning rate is at or below "
+                f"{MIN_ADAPTIVE_LEARNING_RATE:g}. Stopping."
+            )
+        return f"{self._stall_message(early_stopping)} Stopping."
+
+    def _adaptive_message(self, early_stopping, rate):
+        return (
+            f"{self._stall_message(early_stopping)} Learning rate divided by "
+            f"{ADAPTIVE_DIVISOR:g} to {rate:g}."
+        )
+
+    def _invscaling_rate(self, settings):
+        """Return ``learning_rate_init / (t_ + 1) ** power_t``, scikit-learn's rate after an epoch.
+
+        ``t_`` counts the samples seen so far, including those of earlier calls.
+        """
+        try:
+            return settings["learning_rate_init"] / (self.t_ + 1) ** settings["power_t"]
+        except OverflowError:
+            # (t_ + 1) ** power_t exceeds the float range, so the rate is 0 in float64.
+            return 0.0
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val):
         """Count epochs without improvement, with scikit-learn's rules for tol."""
