@@ -29,9 +29,11 @@ COMPILED_MODULES = [
 @pytest.fixture
 def mypy_cache_dir(request, tmp_path):
     # pytest's cache directory keeps mypy's incremental cache between runs.
-    if request.config.cache is None:
+    # Without the cache plugin (-p no:cacheprovider) the attribute is missing.
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
         return tmp_path
-    return request.config.cache.mkdir("mypy")
+    return cache.mkdir("mypy")
 
 
 def run_module(*args):
