@@ -777,6 +777,22 @@ def test_samples_npy_header_with_bytes_key(tmp_path):
     assert "not a valid .npy file" in str(info.value)
 
 
+def test_samples_npy_negative_dimension(tmp_path):
+    # With a negative dimension the product of the shape is negative, so the
+    # size checks passed. NumPy's int64 product wraps around to 2**62, and it
+    # raised MemoryError for 4 EiB.
+    path = tmp_path / "x.npy"
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 4611686018427387904, 3), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(8))
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert str(path) in str(info.value)
+    assert "has a negative dimension" in str(info.value)
+
+
 def test_samples_npy_zero_features(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.ones((4, 0)))

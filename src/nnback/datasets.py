@@ -2,8 +2,8 @@
 
 Every loader returns a :class:`Dataset` of four arrays:
 
-* ``x_train`` (n_train, n_features) and ``x_test`` (n_test, n_features): float32,
-  C-contiguous, one flattened sample per row;
+* ``x_train`` (n_train, n_features) and ``x_test`` (n_test, n_features): finite
+  float32 values, C-contiguous, one flattened sample per row;
 * ``y_train`` (n_train,) and ``y_test`` (n_test,): int64 class indices >= 0.
 
 Sources:
@@ -20,7 +20,12 @@ Sources:
 Features are converted as follows: uint8 arrays (8-bit images) are divided by 255,
 so they lie in [0, 1]. Other integer, bool and floating-point arrays are converted
 to float32 without scaling. Samples with more than one dimension (images of shape
-(n, 28, 28), for example) are flattened to one row each.
+(n, 28, 28), for example) are flattened to one row each. Features that are NaN or
+infinite after the conversion raise ValueError with their count and the first
+position, since a network cannot train on them or predict from them. This
+includes float64 values beyond the float32 range (about 3.4e38). The check reads
+the converted matrix in blocks and is skipped for integer and bool input, which
+cannot be non-finite.
 
 Malformed input raises ValueError with a message that names the file and what is
 wrong. A missing file raises FileNotFoundError.
@@ -244,7 +249,7 @@ def _check_label_layout(shape, dtype, name, source):
 
 
 def _as_features(array, name, source):
-    """Return ``array`` as a float32 (n_samples, n_features) matrix.
+    """Return ``array`` as a float32 (n_samples, n_features) matrix of finite values.
 
     ``name`` and ``source`` identify the array in error messages.
     """
@@ -256,7 +261,57 @@ def _as_features(array, name, source):
         # 8-bit images: 0..255 maps to [0, 1]. The ufunc would keep the memory
         # order of a Fortran-order input, so C order is requested.
         return np.multiply(flat, np.float32(1.0 / 255.0), dtype=np.float32, order="C")
-    return np.ascontiguousarray(flat, dtype=np.float32)
+    # Values beyond the float32 range become infinities, which the check
+    # below reports, so NumPy's overflow warning would only repeat it.
+    with np.errstate(over="ignore"):
+        features = np.ascontiguousarray(flat, dtype=np.float32)
+    # Integer and bool values stay finite in float32, whose range (about
+    # 3.4e38) exceeds that of every NumPy integer type. Floating-point input is
+    # checked after the conversion, which turns float64 values beyond the
+    # float32 range into infinities.
+    if array.dtype.kind == "f":
+        _check_finite(features, name, source, beyond_float32=array.dtype.itemsize > 4)
+    return features
+
+
+# Elements per block of the finiteness check, so that its boolean temporaries
+# stay near 1 MiB whatever the size of the data set.
+FINITE_CHECK_ELEMENTS = 1 << 20
+
+
+def _check_finite(features, name, source, beyond_float32):
+    """Raise ValueError if the float32 matrix ``features`` contains NaN or an infinity.
+
+    The rows are checked in blocks of about FINITE_CHECK_ELEMENTS elements, so
+    no temporary as large as the matrix is allocated. ``beyond_float32`` adds
+    to the message that the input had a wider type, so an infinity can come
+    from a finite value that float32 cannot represent.
+    """
+    n_rows, n_columns = features.shape
+    rows_per_block = max(1, FINITE_CHECK_ELEMENTS // n_columns)
+    n_nonfinite = 0
+    first = None
+    for start in range(0, n_rows, rows_per_block):
+        nonfinite = ~np.isfinite(features[start:start + rows_per_block])
+        count = int(np.count_nonzero(nonfinite))
+        if count and first is None:
+            row, column = np.unravel_index(np.argmax(nonfinite), nonfinite.shape)
+            first = (start + int(row), int(column))
+        n_nonfinite += count
+    if first is None:
+        return
+
+    advice = "replace missing values before loading the data"
+    if beyond_float32:
+        advice += (
+            " and rescale values beyond the float32 range (about 3.4e38), which "
+            "become infinite in float32"
+        )
+    raise ValueError(
+        f"{source}: {name} contains {n_nonfinite} NaN or infinite value(s) (first at "
+        f"row {first[0]}, column {first[1]}, counted from 0), but training and "
+        f"prediction need finite features: {advice}"
+    )
 
 
 def _as_labels(array, name, source):
@@ -359,16 +414,23 @@ def _read_npy_header(file):
     """Read the .npy header at the position of ``file`` and return (shape, fortran_order, dtype).
 
     Leaves ``file`` at the first byte of the array data. Raises ValueError for a
-    wrong magic string, a malformed header, or a format version other than 1.0
-    and 2.0. NumPy writes version 3.0 only for structured dtypes with field names
-    outside latin-1, which no loader here accepts.
+    wrong magic string, a malformed header, a negative dimension, or a format
+    version other than 1.0 and 2.0. NumPy writes version 3.0 only for structured
+    dtypes with field names outside latin-1, which no loader here accepts.
     """
     version = np.lib.format.read_magic(file)
     if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(file)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(file)
-    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        header = np.lib.format.read_array_header_1_0(file)
+    elif version == (2, 0):
+        header = np.lib.format.read_array_header_2_0(file)
+    else:
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    # NumPy accepts negative dimensions in the header. They would make the
+    # size checks below pass and the allocation in read_array fail.
+    shape = header[0]
+    if any(size < 0 for size in shape):
+        raise ValueError(f"invalid .npy header: shape {shape} has a negative dimension")
+    return header
 
 
 def _check_npy_data(shape, dtype, data_size, name, source):
@@ -476,8 +538,9 @@ def load_npz(path):
     ValueError
         If the file is not a valid .npz archive, or an array is missing, has the
         wrong ndim or dtype, is truncated or would not fit in memory. Also if a
-        label is negative, features and labels differ in their sample counts,
-        the splits differ in their feature counts, or x_train has no samples.
+        label is negative, a feature is NaN or infinite as float32, features
+        and labels differ in their sample counts, the splits differ in their
+        feature counts, or x_train has no samples.
 
     Examples
     --------
@@ -873,7 +936,8 @@ def load_samples(path):
         If ``path`` or a needed MNIST file does not exist.
     ValueError
         If the file type is not supported, or the data is malformed as for
-        :func:`load_npz` and :func:`load_mnist_idx`.
+        :func:`load_npz` and :func:`load_mnist_idx`, including an .npy file
+        whose samples are NaN or infinite as float32.
 
     Examples
     --------
