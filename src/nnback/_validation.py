@@ -263,8 +263,12 @@ def is_class_index_targets(targets):
             f"targets is a 1-D array of dtype {targets.dtype}: class indices must have "
             f"an integer dtype, and probability targets must have the shape (B, C) of z"
         )
-    # Complex, object and string targets raise here.
-    computation_dtype("targets", targets)
+    if kind != "f":
+        raise TypeError(
+            f"targets has unsupported dtype {targets.dtype}: pass class indices as an "
+            "integer array of shape (B,) or probabilities as a floating-point array of "
+            "shape (B, C)"
+        )
     return False
 
 
