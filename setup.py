@@ -26,7 +26,7 @@ DIRECTIVES = {
 }
 
 # Compiler options by compiler type. -fno-math-errno lets GCC and clang vectorize
-# loops that call sqrt; it keeps IEEE NaN and infinity semantics, unlike
+# loops that call sqrt, and it keeps IEEE NaN and infinity semantics, unlike
 # -ffast-math. /fp:precise is MSVC's default model and keeps the same semantics.
 COMPILE_ARGS = {
     "unix": ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"],
