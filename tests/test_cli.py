@@ -769,3 +769,345 @@ def test_predict_output_replaces_file(capsys, tmp_path, npz_path, saved_model):
     assert status == 0, err
     assert len(output.read_text().splitlines()) == 60
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------
+# Outputs that would replace an input
+# ---------------------------------------------------------------------------
+
+
+def assert_rejected_before_work(status, out, err, *fragments):
+    """Check the exit status, and that one error line was the only output."""
+    assert status == 2
+    assert out == ""
+    assert_one_line_error(err, *fragments)
+
+
+def test_train_save_onto_data_rejected(capsys, tmp_path, npz_path):
+    original = npz_path.read_bytes()
+    os.mkdir(tmp_path / "sub")
+    os.symlink(npz_path, tmp_path / "link.npz")
+    os.link(npz_path, tmp_path / "hard.npz")
+    same_files = [
+        npz_path,
+        tmp_path / "sub" / ".." / "data.npz",
+        tmp_path / "link.npz",
+        tmp_path / "hard.npz",
+    ]
+
+    for save in same_files:
+        status, out, err = run_main(["train", "--data", npz_path, "--save", save], capsys)
+        assert_rejected_before_work(status, out, err, f"--save {save}", f"--data {npz_path}")
+        assert npz_path.read_bytes() == original
+
+
+def test_train_plot_onto_data_rejected(capsys, npz_path):
+    original = npz_path.read_bytes()
+
+    status, out, err = run_main(["train", "--data", npz_path, "--plot", npz_path], capsys)
+
+    assert_rejected_before_work(status, out, err, f"--plot {npz_path}", f"--data {npz_path}")
+    assert npz_path.read_bytes() == original
+
+
+def test_train_save_and_plot_same_file_rejected(capsys, tmp_path, npz_path):
+    # Neither file exists yet, so the paths are compared after resolving them.
+    plot = tmp_path / "out.png"
+    relative = os.path.relpath(plot)
+
+    status, out, err = run_main(
+        ["train", "--data", npz_path, "--save", plot, "--plot", relative], capsys
+    )
+
+    assert_rejected_before_work(status, out, err, f"--save {plot}", f"--plot {relative}")
+    assert not plot.exists()
+
+
+def test_train_save_onto_mnist_file_rejected(capsys, mnist_folder):
+    # In the fixture, the training images are gzipped and the test images not.
+    for name in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"]:
+        target = mnist_folder / name
+        original = target.read_bytes()
+
+        status, out, err = run_main(
+            ["train", "--data", mnist_folder, "--save", target], capsys
+        )
+
+        assert_rejected_before_work(status, out, err, f"--save {target}", f"--data {mnist_folder}")
+        assert name in err
+        assert target.read_bytes() == original
+
+
+def test_train_save_inside_mnist_folder_accepted(capsys, mnist_folder):
+    model = mnist_folder / "model.npz"
+
+    status, _, err = run_main(
+        ["train", "--data", mnist_folder, "--epochs", "1", "--hidden", "4", "--save", model],
+        capsys,
+    )
+
+    assert status == 0, err
+    assert load(model).layers[0].weight.data.shape == (36, 4)
+
+
+def test_predict_output_onto_inputs_rejected(capsys, npz_path, saved_model):
+    model_bytes = saved_model.read_bytes()
+    data_bytes = npz_path.read_bytes()
+    cases = [
+        (saved_model, f"--model {saved_model}"),
+        (npz_path, f"--data {npz_path}"),
+    ]
+
+    for output, fragment in cases:
+        status, out, err = run_main(
+            ["predict", "--model", saved_model, "--data", npz_path, "--output", output], capsys
+        )
+        assert_rejected_before_work(status, out, err, f"--output {output}", fragment)
+        assert saved_model.read_bytes() == model_bytes
+        assert npz_path.read_bytes() == data_bytes
+
+
+def test_predict_output_beside_mnist_files_accepted(capsys, tmp_path, mnist_folder):
+    model = tmp_path / "model.npz"
+    status, _, err = run_main(
+        ["train", "--data", mnist_folder, "--epochs", "1", "--hidden", "4", "--save", model],
+        capsys,
+    )
+    assert status == 0, err
+    output = mnist_folder / "predictions.txt"
+
+    status, _, err = run_main(
+        ["predict", "--model", model, "--data", mnist_folder, "--output", output], capsys
+    )
+
+    assert status == 0, err
+    assert len(output.read_text().splitlines()) == 60
+
+
+# ---------------------------------------------------------------------------
+# NaN and infinite features
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, row, column", [("x_train", 0, 5), ("x_test", 59, 35)])
+def test_train_nonfinite_features_rejected(capsys, tmp_path, npz_path, key, row, column):
+    arrays = dict(np.load(npz_path))
+    arrays[key][row, column] = np.nan
+    arrays[key][-1, -1] = np.inf
+    path = tmp_path / "nonfinite.npz"
+    np.savez(path, **arrays)
+    count = 1 if (row, column) == (arrays[key].shape[0] - 1, 35) else 2
+
+    status, out, err = run_main(["train", "--data", path, "--epochs", "1"], capsys)
+
+    assert_rejected_before_work(
+        status, out, err, str(path),
+        f"{key} contains {count} NaN or infinite value(s) (first at row {row}, column {column}",
+    )
+    assert "--lr" not in err
+
+
+def test_predict_nonfinite_samples_rejected(capsys, tmp_path, saved_model):
+    samples = np.zeros((6, 36), dtype=np.float32)
+    samples[2, 7] = np.nan
+    samples[4, 0] = -np.inf
+    path = tmp_path / "nan.npy"
+    np.save(path, samples)
+
+    status, out, err = run_main(["predict", "--model", saved_model, "--data", path], capsys)
+
+    assert_rejected_before_work(
+        status, out, err, str(path), "2 NaN or infinite value(s) (first at row 2, column 7"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Test labels missing from the training labels
+# ---------------------------------------------------------------------------
+
+
+def test_unseen_test_labels_warned(capsys, tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+    y_train = (x[:40, 0] > 0).astype(np.int64)
+    y_test = (x[40:, 0] > 0).astype(np.int64)
+    y_test[[2, 5]] = [7, 9]
+    path = tmp_path / "unseen.npz"
+    np.savez(path, x_train=x[:40], y_train=y_train, x_test=x[40:], y_test=y_test)
+    model = tmp_path / "model.npz"
+
+    status, out, err = run_main(
+        ["train", "--data", path, "--epochs", "2", "--hidden", "4", "--save", model], capsys
+    )
+
+    assert status == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"nnback: warning: {path}: y_test contains labels never seen in y_train: 7, 9. "
+        f"Test samples with these labels count as errors."
+    ]
+    # One output unit per index up to the largest label of either split.
+    assert load(model).layers[-1].weight.data.shape == (4, 10)
+    # Samples 2 and 5 cannot be predicted right, so at most 8 of 10 are.
+    assert parse_accuracy(out) <= 80.0
+
+
+def test_seen_test_labels_not_warned(capsys, npz_path):
+    status, _, err = run_main(["train", "--data", npz_path, "--epochs", "1"], capsys)
+
+    assert status == 0, err
+    assert "warning" not in err
+
+
+# ---------------------------------------------------------------------------
+# Small command-line behaviors
+# ---------------------------------------------------------------------------
+
+
+def test_version_subprocess(tmp_path):
+    result = run_nnback(["--version"], cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert result.stdout == f"nnback {nnback.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", nnback.__version__)
+
+
+@pytest.mark.parametrize(
+    "command, required",
+    [("train", []), ("predict", ["--model", "m.npz", "--data", "x.npy"]), ("check", [])],
+)
+def test_unknown_option_names_subcommand_help(capsys, command, required):
+    status, out, err = run_main([command, *required, "--bogus"], capsys)
+
+    assert status == 2
+    assert out == ""
+    assert err == (
+        f"nnback: error: unrecognized arguments: --bogus (see 'nnback {command} --help')\n"
+    )
+
+
+def test_unknown_option_before_command_names_main_help(capsys):
+    status, _, err = run_main(["--bogus", "check"], capsys)
+
+    assert status == 2
+    assert err == "nnback: error: unrecognized arguments: --bogus (see 'nnback --help')\n"
+
+
+def test_predict_model_directory(capsys, tmp_path, npz_path):
+    status, out, err = run_main(["predict", "--model", tmp_path, "--data", npz_path], capsys)
+
+    assert_rejected_before_work(status, out, err, f"{tmp_path}: is a directory")
+
+
+def test_plot_ticks_whole_epochs(tmp_path, monkeypatch):
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    from nnback import plotting
+
+    figures = []
+    real_close = pyplot.close
+
+    def recording_close(figure=None):
+        figures.append(figure)
+        real_close(figure)
+
+    monkeypatch.setattr(pyplot, "close", recording_close)
+    # Over epochs 1 to 5, matplotlib's default locator puts ticks at halves.
+    plotting.plot_history([1.0, 0.8, 0.6, 0.5, 0.4], [0.5, 0.6, 0.7, 0.8, 0.9], tmp_path / "p.png")
+
+    assert len(figures) == 1
+    for axes in figures[0].axes:
+        ticks = axes.get_xticks()
+        assert len(ticks) >= 2
+        np.testing.assert_array_equal(ticks, np.round(ticks))
+
+
+def environment_with_buffering(buffered):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# argparse ignores an OSError when it prints --help or --version, so the
+# unbuffered runs of those exit with status 0 and are left out.
+CLOSED_STDOUT_CASES = [
+    ("version", True), ("help", True),
+    ("train", True), ("train", False), ("predict", True), ("predict", False),
+]
+
+
+@pytest.mark.parametrize("command, buffered", CLOSED_STDOUT_CASES)
+def test_closed_stdout_exits_quietly(tmp_path, npz_path, saved_model, command, buffered):
+    argv = {
+        "version": ["--version"],
+        "help": ["train", "--help"],
+        "train": ["train", "--data", npz_path, "--epochs", "1", "--hidden", "4"],
+        "predict": ["predict", "--model", saved_model, "--data", npz_path],
+    }[command]
+    # The read end is closed before the command starts, so its first write to
+    # stdout fails.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "nnback", *map(str, argv)],
+            cwd=tmp_path, env=environment_with_buffering(buffered),
+            stdout=write_end, stderr=subprocess.PIPE, text=True,
+        )
+    finally:
+        os.close(write_end)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
+    assert "error" not in result.stderr
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_predict_pipe_closed_midway_exits_quietly(tmp_path, saved_model, buffered):
+    # 400000 predictions are 800000 bytes, far more than a pipe buffers, so
+    # the command is still writing when the reader closes its end.
+    samples = tmp_path / "many.npy"
+    np.save(samples, np.zeros((400000, 36), dtype=np.uint8))
+    env = environment_with_buffering(buffered)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnback", "predict", "--model", saved_model, "--data", samples],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        first_line = process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read()
+        status = process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert first_line.strip().isdigit()
+    assert status == 1
+    assert stderr == b""
+
+
+def test_predict_empty_samples_warns(capsys, tmp_path, saved_model):
+    samples = tmp_path / "empty.npy"
+    np.save(samples, np.zeros((0, 36), dtype=np.float32))
+    output = tmp_path / "predictions.npy"
+
+    status, out, err = run_main(["predict", "--model", saved_model, "--data", samples], capsys)
+
+    assert status == 0
+    assert out == ""
+    assert err == f"nnback: warning: no samples in {samples}\n"
+
+    status, out, err = run_main(
+        ["predict", "--model", saved_model, "--data", samples, "--output", output], capsys
+    )
+
+    assert status == 0
+    assert err.splitlines()[0] == f"nnback: warning: no samples in {samples}"
+    predictions = np.load(output)
+    assert predictions.shape == (0,)
+    assert predictions.dtype == np.int64

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -818,3 +819,136 @@ def test_samples_mnist_folder_with_labels(tmp_path):
 
     assert x.shape == (5, 12)
     np.testing.assert_array_equal(y, arrays["y_test"])
+
+
+# ---------------------------------------------------------------------------
+# Non-finite features
+# ---------------------------------------------------------------------------
+
+
+NONFINITE_MESSAGE = re.compile(
+    r"(?P<name>\w+) contains (?P<count>\d+) NaN or infinite value\(s\) \(first at row "
+    r"(?P<row>\d+), column (?P<column>\d+), counted from 0\)"
+)
+
+
+def parse_nonfinite_message(message):
+    match = NONFINITE_MESSAGE.search(message)
+    assert match, message
+    return match["name"], int(match["count"]), int(match["row"]), int(match["column"])
+
+
+@pytest.mark.parametrize("key", ["x_train", "x_test"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_npz_nonfinite_features_rejected(tmp_path, key, dtype):
+    arrays = npz_arrays(n_train=8, n_test=6)
+    x = arrays[key].astype(dtype)
+    x[4, 3] = np.nan
+    x[4, 1] = np.inf
+    x[5, 0] = -np.inf
+    arrays[key] = x
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert parse_nonfinite_message(message) == (key, 3, 4, 1)
+
+
+def test_npz_float64_beyond_float32_range_rejected(tmp_path):
+    arrays = npz_arrays()
+    arrays["x_test"][2, 4] = 1e39
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_npz(path)
+
+    assert parse_nonfinite_message(str(info.value)) == ("x_test", 1, 2, 4)
+    assert "float32 range" in str(info.value)
+
+
+def test_npz_largest_float32_accepted(tmp_path):
+    arrays = npz_arrays()
+    largest = np.finfo(np.float32).max
+    arrays["x_train"][0, 0] = largest
+    arrays["x_train"][1, 1] = -largest
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+
+    data = datasets.load_npz(path)
+
+    assert data.x_train[0, 0] == largest
+    assert data.x_train[1, 1] == -largest
+
+
+def test_samples_npy_nonfinite_rejected(tmp_path):
+    x = np.zeros((10, 2, 3), dtype=np.float32)
+    x[7, 1, 2] = np.nan   # row 7, flattened column 1 * 3 + 2
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert parse_nonfinite_message(str(info.value)) == ("array", 1, 7, 5)
+
+
+def test_samples_npz_nonfinite_rejected(tmp_path):
+    x_test = np.ones((4, 3))
+    x_test[3, 2] = np.nan
+    path = tmp_path / "data.npz"
+    np.savez(path, x_test=x_test)
+
+    with pytest.raises(ValueError) as info:
+        datasets.load_samples(path)
+
+    assert parse_nonfinite_message(str(info.value)) == ("x_test", 1, 3, 2)
+
+
+def test_nonfinite_count_across_blocks(monkeypatch):
+    # Blocks of 2 rows of 5 columns: the non-finite values sit in several blocks.
+    monkeypatch.setattr(datasets, "FINITE_CHECK_ELEMENTS", 10)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((23, 5)).astype(np.float32)
+    positions = [(9, 4), (9, 0), (10, 2), (17, 3), (22, 4)]
+    for row, column in positions:
+        x[row, column] = np.nan if row % 2 else np.inf
+
+    with pytest.raises(ValueError) as info:
+        datasets._as_features(x, "x_test", "source.npz")
+
+    assert parse_nonfinite_message(str(info.value)) == ("x_test", len(positions), 9, 0)
+    assert int(np.count_nonzero(~np.isfinite(x))) == len(positions)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int64, np.uint64, np.bool_])
+def test_integer_features_skip_finite_check(monkeypatch, dtype):
+    def failing_check(*args, **kwargs):
+        raise AssertionError("integer features cannot be NaN or infinite")
+
+    monkeypatch.setattr(datasets, "_check_finite", failing_check)
+    x = np.ones((3, 4), dtype=dtype)
+
+    features = datasets._as_features(x, "x_train", "source.npz")
+
+    assert features.dtype == np.float32
+    assert np.all(np.isfinite(features))
+
+
+def test_finite_check_memory_is_bounded():
+    # 16 Mi float32 features: a mask of the whole matrix would take 16 MiB.
+    x = np.ones((2**16, 256), dtype=np.float32)
+
+    tracemalloc.start()
+    try:
+        features = datasets._as_features(x, "x_train", "source.npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert np.shares_memory(features, x)
+    assert peak < 4 * 2**20

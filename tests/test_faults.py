@@ -1,8 +1,9 @@
 """Fault tests: non-finite losses, Ctrl-C in ``nnback train``, and processes killed while saving.
 
 The subprocess tests start ``python -m nnback`` or a small script and signal it
-once it has written a line that marks the moment to interrupt, so they never
-depend on how long a step takes. SIGINT is reset to its default action in each
+once it has written a line that marks the moment to interrupt, or run a script
+that sends SIGINT to itself at one exact point, so they never depend on how
+long a step takes. SIGINT is reset to its default action in each
 child, because a shell starts background jobs with SIGINT ignored and a child
 inherits that.
 """
@@ -354,6 +355,15 @@ def test_cli_checkpoint_needs_save(capsys, small_npz):
     )
 
 
+@pytest.fixture
+def restore_sigint_handler():
+    """Restore the SIGINT handler that cli.main leaves ignored after an interrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+@pytest.mark.usefixtures("restore_sigint_handler")
 def test_cli_interrupt_in_save_keeps_file(capsys, tmp_path, small_npz, monkeypatch):
     path = tmp_path / "model.npz"
     save(mlp([4, 2, 3], rng=5), path)
@@ -473,6 +483,135 @@ def test_sigint_with_checkpoint_keeps_last_epoch(tmp_path, slow_npz):
         )
     for loaded, reference in zip(load(path).parameters(), expected.parameters()):
         np.testing.assert_array_equal(loaded.data, reference.data)
+
+
+# ---------------------------------------------------------------------------
+# SIGINT outside the training loop
+# ---------------------------------------------------------------------------
+
+# Child scripts run ``python -m nnback`` through runpy, as the interpreter does,
+# after arranging for a real SIGINT at one point of the run. Python raises the
+# KeyboardInterrupt at the next bytecode after os.kill returns, so the point is
+# exact. A KeyboardInterrupt that escapes the script ends the child by SIGINT
+# (returncode -2), as it would end ``python -m nnback``.
+
+INTERRUPT_DURING_CLI_IMPORT = """
+import os, runpy, signal, sys
+
+import nnback  # python -m nnback imports the package before nnback.__main__ runs
+
+
+class InterruptingFinder:
+    def find_spec(self, name, path=None, target=None):
+        if name == "nnback.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, InterruptingFinder())
+runpy.run_module("nnback", run_name="__main__", alter_sys=True)
+"""
+
+INTERRUPT_WHILE_LOADING = """
+import os, runpy, signal, sys
+
+from nnback import cli
+
+
+class SecondInterrupt:
+    # A stderr that sends SIGINT again right after the interrupt message, as a
+    # second Ctrl-C would.
+    def __init__(self, stream):
+        self.stream = stream
+        self.sent = False
+
+    def write(self, text):
+        count = self.stream.write(text)
+        if "interrupted" in text and not self.sent:
+            self.sent = True
+            self.stream.flush()
+            os.kill(os.getpid(), signal.SIGINT)
+        return count
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def interrupted_loading(path):
+    os.kill(os.getpid(), signal.SIGINT)
+    raise AssertionError("SIGINT did not raise KeyboardInterrupt")
+
+
+cli.datasets.load_dataset = interrupted_loading
+cli.datasets.load_samples = interrupted_loading
+if os.environ.get("SECOND_INTERRUPT") == "1":
+    sys.stderr = SecondInterrupt(sys.stderr)
+runpy.run_module("nnback", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_child_script(script, arguments, cwd, extra_environment=None):
+    """Run ``python -c script arguments`` with SIGINT at its default action; return the result."""
+    environment = child_environment()
+    environment.update(extra_environment or {})
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        cwd=cwd, env=environment, preexec_fn=reset_sigint,
+        capture_output=True, text=True,
+    )
+
+
+def test_sigint_during_cli_import_exits_130(tmp_path):
+    result = run_child_script(INTERRUPT_DURING_CLI_IMPORT, ["--version"], tmp_path)
+
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "nnback: interrupted\n"
+    assert result.stdout == ""
+
+
+def test_sigint_before_first_epoch_names_save_file(tmp_path, small_npz):
+    path = tmp_path / "ck3.npz"
+
+    result = run_child_script(
+        INTERRUPT_WHILE_LOADING,
+        train_arguments(small_npz, "--save", path, "--checkpoint"),
+        tmp_path,
+    )
+
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == f"nnback: interrupted; nothing was saved to {path}\n"
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_second_sigint_while_exiting_ignored(tmp_path, small_npz, command):
+    if command == "train":
+        arguments = train_arguments(small_npz)
+    else:
+        save(mlp([4, 8, 3], rng=1), tmp_path / "model.npz")
+        arguments = ["predict", "--model", tmp_path / "model.npz", "--data", small_npz]
+
+    result = run_child_script(
+        INTERRUPT_WHILE_LOADING, arguments, tmp_path, {"SECOND_INTERRUPT": "1"}
+    )
+
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "nnback: interrupted\n"
+
+
+@pytest.mark.usefixtures("restore_sigint_handler")
+def test_interrupt_while_parsing_exits_130(capsys, monkeypatch):
+    # The console script calls cli.main directly, without nnback.__main__.
+    def interrupted_parser():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_parser)
+
+    status = cli.main(["check"])
+
+    assert status == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "nnback: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
 
 # ---------------------------------------------------------------------------

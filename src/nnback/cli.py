@@ -12,20 +12,23 @@ and exit status 2. A training loss that becomes NaN or infinite ends ``nnback
 train`` with such a line and exit status 1, unless ``--on-nonfinite continue``
 is given. Ctrl-C (SIGINT) ends it with one line ``nnback: interrupted...`` and
 exit status 130. The file given to ``--save`` is only ever replaced whole, so
-after an interrupt it is the old file or a complete new one.
+after an interrupt it is the old file or a complete new one. An output path
+that names an input file is rejected before anything is read. When the reader
+of stdout closes the pipe, the command ends with exit status 1 and no message.
 """
 
 import argparse
 import contextlib
 import math
 import os
+import signal
 import stat
 import sys
 import time
 
 import numpy as np
 
-from nnback import datasets
+from nnback import __version__, datasets
 from nnback._files import atomic_write
 from nnback.training import NonFiniteLossError
 
@@ -59,15 +62,24 @@ EVALUATION_CHUNK = 4096
 MAX_CLASSES = 1_000_000
 MAX_WEIGHT_ELEMENTS = 2**31 - 1
 
+# Labels listed at most in the warning about test labels missing from y_train.
+MAX_LABELS_SHOWN = 10
+
 class CommandError(Exception):
     """An error to report as one line on stderr, with exit status 2."""
 
 
 @contextlib.contextmanager
 def _reporting_io_errors():
-    """Turn an OSError or ValueError of loading or saving into a CommandError."""
+    """Turn an OSError or ValueError of loading or saving into a CommandError.
+
+    BrokenPipeError passes through to :func:`main`.
+    """
     try:
         yield
+    except BrokenPipeError:
+        # The reader of stdout has gone, which main handles without a message.
+        raise
     except (OSError, ValueError) as exc:
         raise CommandError(_describe_error(exc)) from exc
 
@@ -80,6 +92,21 @@ class _ArgumentParser(argparse.ArgumentParser):
             EXIT_USAGE,
             f"{PROG}: error: {message} (see '{self.prog} --help')\n",
         )
+
+
+class _SubcommandParser(_ArgumentParser):
+    """The parser of one command, which reports an unknown option itself.
+
+    argparse passes the arguments that a subparser does not know back to the
+    top-level parser, whose error message would point to 'nnback --help'
+    instead of the help of the command.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +189,13 @@ def build_parser():
         prog=PROG,
         description="Train and apply multilayer perceptrons on the CPU.",
     )
-    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}",
+        help="print the version of nnback and exit",
+    )
+    subcommands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_SubcommandParser
+    )
     subcommands.required = True
 
     train = subcommands.add_parser(
@@ -173,7 +206,7 @@ def build_parser():
             "accuracy on the test split. Without --data, train on the 8x8 digits that "
             "ship with scikit-learn (1347 training and 450 test samples). Labels must "
             "be integer class indices >= 0, and the output layer gets one unit per "
-            "index up to the largest label."
+            "index up to the largest label of the training and test splits."
         ),
     )
     train.add_argument(
@@ -571,6 +604,54 @@ def _check_output_directory(option, path):
         raise CommandError(f"{option} {path}: is a directory, expected a file name")
 
 
+def _same_file(first, second):
+    """Return whether two paths name the same file, whether it exists yet or not.
+
+    Existing files are compared by device and inode (``os.path.samefile``),
+    which also catches hard links. Otherwise the paths are compared after
+    resolving symbolic links and "..", and the case on case-insensitive systems.
+    """
+    if os.path.exists(first) and os.path.exists(second):
+        try:
+            return os.path.samefile(first, second)
+        except OSError:
+            pass
+    return os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second))
+
+
+def _data_files(path):
+    """Return the files that ``--data path`` reads: the path, or the MNIST files in a folder."""
+    if not os.path.isdir(path):
+        return [path]
+    names = datasets.MNIST_FILES.values()
+    return [os.path.join(path, name + suffix) for name in names for suffix in ("", ".gz")]
+
+
+def _check_not_input(output_option, output_path, input_option, input_path):
+    """Raise CommandError if writing ``output_path`` would replace a file that the command reads.
+
+    ``--data`` may be a folder, whose MNIST files are protected, and other
+    files in that folder may be written. A device or FIFO such as /dev/stdout
+    is not replaced by a write, so it is not checked.
+    """
+    if _is_special_file(output_path):
+        return
+    input_files = _data_files(input_path) if input_option == "--data" else [input_path]
+    for input_file in input_files:
+        if not _same_file(output_path, input_file):
+            continue
+        if input_file == input_path:
+            input_description = f"{input_option} {input_path}"
+        else:
+            input_description = (
+                f"the file {os.path.basename(input_file)} of {input_option} {input_path}"
+            )
+        raise CommandError(
+            f"{output_option} {output_path} is the same file as {input_description}, so "
+            f"writing it would replace that input: choose another {output_option} path"
+        )
+
+
 def _check_plot_path(path):
     """Raise CommandError unless matplotlib is installed and can write ``path``."""
     from nnback.plotting import require_matplotlib
@@ -591,16 +672,52 @@ def _check_plot_path(path):
         )
 
 
-def run_train(args):
-    """Run ``nnback train`` and return the exit status."""
-    wall_start = time.perf_counter()
+class _ModelSaver:
+    """Save the model to the --save file and record the last epoch saved there."""
+
+    def __init__(self, path):
+        self.path = path
+        # The last epoch whose model is in the file, or None.
+        self.saved_epoch = None
+
+    def __call__(self, epoch, model):
+        try:
+            model.save(self.path)
+        except (OSError, ValueError) as exc:
+            # An OSError of a failed write often has no file name.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CommandError(
+                f"--save {self.path}: saving the model failed: {reason}{self.note()}"
+            ) from exc
+        self.saved_epoch = epoch
+
+    def note(self):
+        """Return the end of a message that states what the --save file contains."""
+        return _saved_model_note(self.path, self.saved_epoch)
+
+
+def _check_train_outputs(args):
+    """Raise CommandError unless --save and --plot can be written without losing a file."""
     if args.checkpoint and args.save is None:
         raise CommandError("--checkpoint needs --save PATH, the file that it writes")
+    outputs = [(option, path) for option, path in (("--save", args.save), ("--plot", args.plot))
+               if path is not None]
+    for option, path in outputs:
+        if args.data is not None:
+            _check_not_input(option, path, "--data", args.data)
+    if len(outputs) == 2 and _same_file(args.save, args.plot):
+        raise CommandError(
+            f"--save {args.save} and --plot {args.plot} are the same file, so the plot "
+            f"would replace the model: give them different paths"
+        )
     if args.save is not None:
         _check_output_directory("--save", args.save)
     if args.plot is not None:
         _check_plot_path(args.plot)
 
+
+def _load_checked_training_data(args):
+    """Load the data of ``nnback train``, check it and return it as a Dataset."""
     with _reporting_io_errors():
         data = _load_training_data(args.data)
     source = args.data if args.data is not None else "digits"
@@ -609,52 +726,33 @@ def run_train(args):
     _check_labels(source, data)
     layer_sizes = [data.n_features, *args.hidden, data.n_classes]
     _check_model_size(args, layer_sizes, data.x_train.shape[0], data.x_test.shape[0])
+    _warn_unseen_test_labels(source, data)
+    return data
 
-    progress = ProgressBar(args.epochs, sys.stderr)
-    # The last epoch whose model is in the --save file, or None.
-    saved_epoch = None
 
-    def save_model(epoch, model):
-        nonlocal saved_epoch
-        try:
-            model.save(args.save)
-        except (OSError, ValueError) as exc:
-            # An OSError of a failed write often has no file name.
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise CommandError(
-                f"--save {args.save}: saving the model failed: {reason}"
-                f"{_saved_model_note(args.save, saved_epoch)}"
-            ) from exc
-        saved_epoch = epoch
+def _warn_unseen_test_labels(source, data):
+    """Print one warning line if y_test contains labels that y_train does not.
 
-    try:
-        model, losses, accuracies, training_seconds = train_model(
-            args, data, progress, save_model if args.checkpoint else None
-        )
-        if args.save is not None:
-            # With --checkpoint the last epoch is saved already.
-            if saved_epoch != args.epochs:
-                save_model(args.epochs, model)
-            print(f"saved the model to {args.save}", file=sys.stderr)
-        if args.plot is not None:
-            from nnback.plotting import plot_history
+    scikit-learn's classifiers and accuracy_score accept such test labels and
+    count their samples as errors, and a rare class can fall entirely into the
+    test split by chance, so the command trains anyway. The output layer has a
+    unit for these labels (n_classes covers both splits), but no training
+    sample has them, so training only lowers their logits.
+    """
+    unseen = np.setdiff1d(data.y_test, data.y_train)
+    if unseen.size == 0:
+        return
+    label_list = ", ".join(str(label) for label in unseen[:MAX_LABELS_SHOWN])
+    if unseen.size > MAX_LABELS_SHOWN:
+        label_list += f", ... ({unseen.size} labels)"
+    print(
+        f"{PROG}: warning: {source}: y_test contains labels never seen in y_train: "
+        f"{label_list}. Test samples with these labels count as errors.",
+        file=sys.stderr,
+    )
 
-            with _reporting_io_errors():
-                plot_history(losses, accuracies, args.plot)
-            print(f"saved the plot to {args.plot}", file=sys.stderr)
-    except CommandError:
-        # main prints the message, which must start on a line of its own.
-        progress.end_line()
-        raise
-    except NonFiniteLossError as exc:
-        progress.end_line()
-        print(f"{PROG}: error: {exc}{_saved_model_note(args.save, saved_epoch)}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        progress.end_line()
-        print(f"{PROG}: interrupted{_saved_model_note(args.save, saved_epoch)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
+def _print_training_summary(args, data, accuracies, training_seconds, wall_start):
     n_trained = args.epochs * data.x_train.shape[0]
     throughput = n_trained / training_seconds if training_seconds > 0 else math.inf
     print(f"test accuracy: {100.0 * accuracies[-1]:.1f}%")
@@ -664,6 +762,47 @@ def run_train(args):
         f"{training_seconds:.2f} s ({throughput:,.0f} samples/s)"
     )
     print(f"wall time: {time.perf_counter() - wall_start:.2f} s")
+
+
+def run_train(args):
+    """Run ``nnback train`` and return the exit status."""
+    wall_start = time.perf_counter()
+    progress = ProgressBar(args.epochs, sys.stderr)
+    saver = _ModelSaver(args.save)
+
+    # The handlers cover the checks and the loading too, so that an interrupt
+    # at any point reports what the --save file contains.
+    try:
+        _check_train_outputs(args)
+        data = _load_checked_training_data(args)
+        model, losses, accuracies, training_seconds = train_model(
+            args, data, progress, saver if args.checkpoint else None
+        )
+        if args.save is not None:
+            # With --checkpoint the last epoch is saved already.
+            if saver.saved_epoch != args.epochs:
+                saver(args.epochs, model)
+            print(f"saved the model to {args.save}", file=sys.stderr)
+        if args.plot is not None:
+            from nnback.plotting import plot_history
+
+            with _reporting_io_errors():
+                plot_history(losses, accuracies, args.plot)
+            print(f"saved the plot to {args.plot}", file=sys.stderr)
+        _print_training_summary(args, data, accuracies, training_seconds, wall_start)
+    except CommandError:
+        # main prints the message, which must start on a line of its own.
+        progress.end_line()
+        raise
+    except NonFiniteLossError as exc:
+        progress.end_line()
+        print(f"{PROG}: error: {exc}{saver.note()}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _ignore_further_interrupts()
+        progress.end_line()
+        print(f"{PROG}: interrupted{saver.note()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -684,6 +823,8 @@ def _saved_model_note(path, saved_epoch):
 def _load_model(path):
     from nnback.serialization import load
 
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, expected a model .npz file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     # load raises ValueError for a malformed file. The other errors here are
@@ -718,7 +859,7 @@ def write_predictions(predictions, path):
     /dev/stdout) is written to directly.
     """
     if path is None:
-        sys.stdout.write(_prediction_lines(predictions))
+        _write_prediction_lines(sys.stdout, predictions)
         return
 
     extension = os.path.splitext(path)[1].lower()
@@ -733,7 +874,7 @@ def write_predictions(predictions, path):
 
         def write(file):
             file.write(header)
-            file.write(_prediction_lines(predictions))
+            _write_prediction_lines(file, predictions)
         binary = False
 
     if _is_special_file(path):
@@ -744,8 +885,18 @@ def write_predictions(predictions, path):
     atomic_write(path, write, binary=binary, encoding="ascii")
 
 
-def _prediction_lines(predictions):
-    return "".join(f"{label}\n" for label in predictions)
+def _write_prediction_lines(file, predictions):
+    """Write one label per line to the text stream ``file``, EVALUATION_CHUNK labels per call.
+
+    One write call per chunk bounds the size of the joined text. It also makes
+    a pipe whose reader has gone raise BrokenPipeError. With CPython 3.11.7 on
+    Linux, one write of several MB to a pipe whose reader closed during the
+    write returned without an error, and the text after the first 64 KiB was
+    lost.
+    """
+    for start in range(0, len(predictions), EVALUATION_CHUNK):
+        chunk = predictions[start:start + EVALUATION_CHUNK]
+        file.write("".join(f"{label}\n" for label in chunk))
 
 
 def _is_special_file(path):
@@ -759,11 +910,19 @@ def _is_special_file(path):
 
 def run_predict(args):
     """Run ``nnback predict`` and return the exit status."""
-    if args.output is not None and not _is_special_file(args.output):
-        _check_output_directory("--output", args.output)
+    if args.output is not None:
+        _check_not_input("--output", args.output, "--model", args.model)
+        _check_not_input("--output", args.output, "--data", args.data)
+        if not _is_special_file(args.output):
+            _check_output_directory("--output", args.output)
     with _reporting_io_errors():
         model = _load_model(args.model)
         x, y = datasets.load_samples(args.data)
+    if x.shape[0] == 0:
+        # An empty batch is a valid request, for example from a pipeline that
+        # found no new records, so the command writes an empty result and
+        # succeeds, but warns because an empty file is often a mistake.
+        print(f"{PROG}: warning: no samples in {args.data}", file=sys.stderr)
 
     n_features = _input_features(model)
     if n_features is not None and x.shape[1] != n_features:
@@ -779,6 +938,9 @@ def run_predict(args):
     else:
         try:
             write_predictions(predictions, args.output)
+        except BrokenPipeError:
+            # A FIFO or /dev/stdout whose reader has gone, handled as for stdout.
+            raise
         except (OSError, ValueError) as exc:
             # An OSError from a failed write often has no file name (for
             # example "[Errno 27] File too large"), so the message adds it.
@@ -807,6 +969,27 @@ def run_check(args):
 # ---------------------------------------------------------------------------
 
 
+def _ignore_further_interrupts():
+    """Ignore SIGINT from now on, so that a second Ctrl-C cannot break off the exit.
+
+    A KeyboardInterrupt raised while the interpreter unwinds or shuts down
+    would end the process by SIGINT instead of with exit status 130.
+    """
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            # signal.signal runs the handler of a pending SIGINT before it
+            # changes the handler, so the call is repeated.
+            continue
+        except ValueError:
+            # signal.signal works only in the main thread. An interrupt raised
+            # in main called from another thread came from the caller, not
+            # from a signal.
+            return
+
+
 def _thread_limit(n_threads):
     """Return a context that limits BLAS and OpenMP threads to ``n_threads`` (None: no limit)."""
     if n_threads is None:
@@ -817,12 +1000,34 @@ def _thread_limit(n_threads):
 
 
 def main(argv=None):
-    """Run the ``nnback`` command with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the ``nnback`` command with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    After Ctrl-C (a KeyboardInterrupt) it prints ``nnback: interrupted`` and
+    returns 130, and SIGINT stays ignored from then on, so that a second Ctrl-C
+    cannot end the exiting process by signal. A caller that goes on running
+    can restore the handler with ``signal.signal``.
+
+    When the reader of stdout closes the pipe (as ``nnback check | head -3``
+    does), it returns 1 without a message, as the note on SIGPIPE in the
+    documentation of Python's signal module recommends. stdout is then
+    redirected to os.devnull, so that the interpreter's final flush of the
+    output still in its buffer does not fail too.
+    """
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            # --help and --version print to stdout, then exit.
+            sys.stdout.flush()
+            raise
         with _thread_limit(args.threads):
-            return args.run(args)
+            status = args.run(args)
+        # Output still in the buffer would otherwise be written at interpreter
+        # exit, where a closed pipe prints "Exception ignored ... BrokenPipeError"
+        # and makes the exit status 120.
+        sys.stdout.flush()
+        return status
     except CommandError as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -830,8 +1035,26 @@ def main(argv=None):
         print(f"{PROG}: error: out of memory", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        _ignore_further_interrupts()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_FAILURE
+
+
+def _discard_stdout():
+    """Point the file descriptor of sys.stdout at os.devnull, so that later writes succeed."""
+    try:
+        stdout_fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        # A replaced sys.stdout without a file descriptor, as under pytest's capture.
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout_fd)
+    finally:
+        os.close(devnull)
 
 
 def _describe_error(exc):

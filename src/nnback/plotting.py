@@ -46,7 +46,7 @@ def plot_history(losses, accuracies, path, *, accuracy_label="test accuracy"):
     """Draw the loss and the accuracy per epoch side by side and save the figure.
 
     The figure has two panels: the training loss and the accuracy in percent,
-    each against the epoch counted from 1.
+    each against the epoch counted from 1, with ticks at whole epochs only.
 
     Parameters
     ----------
@@ -84,6 +84,7 @@ def plot_history(losses, accuracies, path, *, accuracy_label="test accuracy"):
             f"expected one of each per epoch"
         )
     pyplot = require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
 
     epochs = range(1, len(losses) + 1)
     figure, (loss_axes, accuracy_axes) = pyplot.subplots(1, 2, figsize=(10, 4))
@@ -100,6 +101,10 @@ def plot_history(losses, accuracies, path, *, accuracy_label="test accuracy"):
         accuracy_axes.set_ylabel(f"{accuracy_label} (%)")
         accuracy_axes.set_title("Accuracy")
         accuracy_axes.grid(True, alpha=0.3)
+
+        # Epochs are whole numbers, so no tick lands between two of them.
+        for axes in (loss_axes, accuracy_axes):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
         figure.tight_layout()
         figure.savefig(os.fspath(path))
