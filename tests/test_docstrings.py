@@ -31,6 +31,7 @@ PUBLIC_MODULES = (
     "nnback.datasets",
     "nnback.plotting",
     "nnback.selfcheck",
+    "nnback.cli",
 )
 
 # Modules whose import needs an optional dependency.

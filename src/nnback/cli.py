@@ -32,6 +32,10 @@ from nnback import __version__, datasets
 from nnback._files import atomic_write
 from nnback.training import NonFiniteLossError
 
+# The Python interface of the command line. The other functions of this module
+# implement the commands.
+__all__ = ["build_parser", "main"]
+
 PROG = "nnback"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -184,7 +188,22 @@ def _hidden_sizes(text):
 
 
 def build_parser():
-    """Return the argument parser of the ``nnback`` command."""
+    """Build the argument parser of the ``nnback`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser with the ``train``, ``predict`` and ``check`` commands. Each
+        parsed namespace has a ``run`` attribute, the function that runs the
+        command and returns its exit status.
+
+    Examples
+    --------
+    >>> from nnback.cli import build_parser
+    >>> args = build_parser().parse_args(["train", "--epochs", "5", "--hidden", "64,32"])
+    >>> args.command, args.epochs, args.hidden
+    ('train', 5, (64, 32))
+    """
     parser = _ArgumentParser(
         prog=PROG,
         description="Train and apply multilayer perceptrons on the CPU.",
@@ -1000,7 +1019,20 @@ def _thread_limit(n_threads):
 
 
 def main(argv=None):
-    """Run the ``nnback`` command with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+    """Run the ``nnback`` command and return its exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name. None means ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 if training failed (a non-finite loss), a check failed
+        or stdout was closed, 2 for invalid options or input, and 130 after
+        Ctrl-C. ``--help``, ``--version`` and usage errors raise SystemExit
+        from argparse instead.
 
     After Ctrl-C (a KeyboardInterrupt) it prints ``nnback: interrupted`` and
     returns 130, and SIGINT stays ignored from then on, so that a second Ctrl-C
