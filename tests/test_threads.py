@@ -11,12 +11,15 @@
 
 import copy
 import importlib
+import os
 import pathlib
 import pickle
 import re
 import sys
 import threading
 import time
+import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -1032,3 +1035,154 @@ def test_guard_module_documents_error():
 
     assert message.startswith("SGD is already in use by another thread.")
     assert "Give each thread its own" in message
+
+
+# ---------------------------------------------------------------------------
+# Misuse that the guards cannot reject must still leave a usable process
+# ---------------------------------------------------------------------------
+
+
+def pause_reads_of(monkeypatch, parameter, action):
+    """Make the next read of ``parameter.data`` wait until ``action()`` has run on another thread.
+
+    Returns a function that arms the pause. ``action`` runs while the reading
+    thread waits inside the property getter, which holds no lock of nnback.
+    """
+    data_property = nnback.Parameter.data
+    armed = threading.Event()
+
+    def paused_getter(self):
+        if self is parameter and armed.is_set():
+            armed.clear()
+            run_on_new_thread(action)
+        return data_property.fget(self)
+
+    monkeypatch.setattr(nnback.Parameter, "data", property(paused_getter, data_property.fset))
+    return armed.set
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+@pytest.mark.parametrize("replaced", ["data", "grad"])
+def test_compiled_step_keeps_replaced_arrays(monkeypatch, replaced, optimizer_name):
+    # DenseChain.train_step reads the data and grad of each Parameter with the
+    # GIL held, in order, and then computes with the GIL released. Here another
+    # thread assigns a new array to the first weight after the step has read
+    # it. The step must keep the old array alive, because it writes to it.
+    model = mlp([6, 8, 3], dtype=np.float64, rng=0)
+    loss = SoftmaxCrossEntropy()
+    optimizer = make_optimizer(optimizer_name, model.parameters())
+    x = random_array((5, 6), np.float64)
+    labels = np.array([0, 1, 2, 1, 0])
+    weight, first_bias = model[0].weight, model[0].bias
+    old_array_alive = []
+
+    def replace_weight_array():
+        old_array = weakref.ref(getattr(weight, replaced))
+        setattr(weight, replaced, np.zeros_like(weight.data))
+        old_array_alive.append(old_array() is not None)
+
+    reference_model = mlp([6, 8, 3], dtype=np.float64, rng=0)
+    reference_optimizer = make_optimizer(optimizer_name, reference_model.parameters())
+    nnback.train_step(reference_model, loss, reference_optimizer, x, labels)
+    expected = nnback.train_step(reference_model, loss, reference_optimizer, x, labels)
+    # The first step builds the cached chain, which reads .data outside the step.
+    nnback.train_step(model, loss, optimizer, x, labels)
+    arm = pause_reads_of(monkeypatch, first_bias, replace_weight_array)
+
+    arm()
+    value = nnback.train_step(model, loss, optimizer, x, labels)
+
+    assert old_array_alive == [True]
+    assert value == expected
+    for parameter in model.parameters():
+        assert np.isfinite(parameter.data).all()
+
+
+def test_predict_overlapped_by_training_raises():
+    # The check at the start of predict cannot see a train_step that starts
+    # later. The call notices it at its end and discards its result.
+    model, loss, optimizer = make_training_setup(0)
+    x = random_array((5, 6), np.float64)
+    labels = np.array([0, 1, 2, 1, 0])
+    blocker = BlockingInput(x)
+
+    with HeldCall(lambda: model.predict(blocker), blocker) as held:
+        nnback.train_step(model, loss, optimizer, x, labels)
+
+    assert isinstance(held.error, RuntimeError)
+    assert "overlapped a forward, backward or train_step call" in str(held.error)
+    assert held.result is None
+    run_on_new_thread(lambda: model.predict(x))
+
+
+def test_interrupted_train_step_releases_guards():
+    # A KeyboardInterrupt while train_step takes its guards, after it has
+    # taken the model's, must release the model for other threads.
+    class InterruptingLoss:
+        reduction = "mean"
+
+        def forward(self, logits, targets):
+            return 0.0
+
+        def backward(self):
+            return None
+
+        @property
+        def _use_guard(self):
+            raise KeyboardInterrupt
+
+    model, _, optimizer = make_training_setup(0)
+    x = random_array((5, 6), np.float64)
+
+    with pytest.raises(KeyboardInterrupt):
+        nnback.train_step(model, InterruptingLoss(), optimizer, x, np.array([0, 1, 2, 1, 0]))
+
+    result = run_on_new_thread(lambda: model.forward(x).copy())
+    assert result.tobytes() == model.predict(x).tobytes()
+    run_on_new_thread(optimizer.step)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_rejects_model_in_use():
+    # In a child forked while another thread was inside train_step, the
+    # model's guard stays held by a thread that does not exist there. Every
+    # use raises RuntimeError naming the fork, instead of waiting.
+    model, loss, optimizer = make_training_setup(0)
+    x = random_array((5, 6), np.float64)
+    labels = np.array([0, 1, 2, 1, 0])
+    blocker = BlockingInput(x)
+    calls = {
+        "train_step": lambda: nnback.train_step(model, loss, optimizer, x, labels),
+        "forward": lambda: model.forward(x),
+        "predict": lambda: model.predict(x),
+        "step": optimizer.step,
+    }
+
+    with HeldCall(lambda: nnback.train_step(model, loss, optimizer, blocker, labels), blocker) as held:
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            lines = []
+            for name, call in calls.items():
+                try:
+                    call()
+                    lines.append(f"{name}: returned")
+                except RuntimeError as error:
+                    lines.append(f"{name}: {error}")
+            os.write(write_end, "\n".join(lines).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            report = pipe.read().decode().split("\n")
+        _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert held.error is None
+    assert len(report) == len(calls)
+    for line, name in zip(report, calls):
+        assert line.startswith(f"{name}: ")
+        assert "in use by another thread when this process was forked" in line

@@ -15,11 +15,26 @@ are not detected and still get wrong gradients.
 """
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 _get_ident = threading.get_ident
+
+# The id of this process, updated in the child after os.fork(). A guard that
+# was taken before a fork stays held in the child, where the thread that took
+# it does not exist, and comparing process ids detects that case.
+_process_id = os.getpid()
+
+
+def _update_process_id() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_update_process_id)
 
 MethodT = TypeVar("MethodT", bound=Callable[..., Any])
 
@@ -30,11 +45,15 @@ class UseGuard:
     A copied or unpickled object is not in use, so it gets a new guard.
     """
 
-    __slots__ = ("_lock", "_owner")
+    __slots__ = ("_lock", "_owner", "_owner_process", "entry_count")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._owner_process = _process_id
+        # The number of times the guard was taken, so that a reader such as
+        # Sequential.predict can tell whether a call overlapped its own.
+        self.entry_count = 0
 
     def __reduce__(self) -> tuple[type["UseGuard"], tuple[()]]:
         return (UseGuard, ())
@@ -44,13 +63,19 @@ class UseGuard:
 
         Returns True if the guard was free and is now held, and False if the
         calling thread already held it, in which case :meth:`exit` must not be
-        called for this entry. Raises RuntimeError if another thread holds it.
+        called for this entry. Raises RuntimeError if another thread holds it,
+        or if a thread of the parent process held it when this process was
+        forked.
         """
         if self._lock.acquire(False):
             self._owner = _get_ident()
+            self._owner_process = _process_id
+            self.entry_count += 1
             return True
         if self._owner == _get_ident():
             return False
+        if self.held_before_fork():
+            raise forked_in_use_error(user)
         raise in_use_error(user)
 
     def exit(self) -> None:
@@ -62,12 +87,26 @@ class UseGuard:
         """Return whether a thread other than the caller holds the guard."""
         return self._lock.locked() and self._owner != _get_ident()
 
+    def held_before_fork(self) -> bool:
+        """Return whether a thread of the parent process held the guard when this process was forked."""
+        return self._lock.locked() and self._owner_process != _process_id
+
 
 def in_use_error(user: object) -> RuntimeError:
     """Return the RuntimeError for ``user`` being entered by a second thread."""
     return RuntimeError(
         f"{type(user).__name__} is already in use by another thread. Give each thread "
         f"its own model, layers, loss and optimizer"
+    )
+
+
+def forked_in_use_error(user: object) -> RuntimeError:
+    """Return the RuntimeError for ``user`` whose guard a thread held when the process was forked."""
+    return RuntimeError(
+        f"{type(user).__name__} was in use by another thread when this process was forked, "
+        f"so its buffers and parameters may be partly updated and it stays locked in this "
+        f"process. Use a model saved or copied before the fork, or fork only while no "
+        f"thread is training"
     )
 
 
@@ -95,8 +134,10 @@ def enter_all(users: Iterable[object]) -> list[UseGuard]:
 
     Returns the guards that this call took, to be passed to :func:`exit_all`.
     If one guard is held by another thread, the guards already taken are
-    released and RuntimeError is raised. Objects without a ``_use_guard``
-    attribute, such as an optimizer of another library, are skipped.
+    released and RuntimeError is raised. Any other exception on the way, such
+    as a KeyboardInterrupt, also releases them. Objects without a
+    ``_use_guard`` attribute, such as an optimizer of another library, are
+    skipped.
     """
     entered_guards: list[UseGuard] = []
     try:
@@ -104,7 +145,7 @@ def enter_all(users: Iterable[object]) -> list[UseGuard]:
             guard = getattr(user, "_use_guard", None)
             if guard is not None and guard.enter(user):
                 entered_guards.append(guard)
-    except RuntimeError:
+    except BaseException:
         exit_all(entered_guards)
         raise
     return entered_guards

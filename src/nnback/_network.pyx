@@ -236,6 +236,12 @@ cdef inline void* data_of(object array):
     return cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
+cdef inline object kept(list references, object array):
+    # Append ``array`` to ``references`` and return it.
+    references.append(array)
+    return array
+
+
 cdef class DenseChain:
     """Training step of a chain of dense blocks, compiled end to end.
 
@@ -343,6 +349,11 @@ cdef class DenseChain:
         cdef bint single_precision = self.dtype == np.float32
         cdef list outputs, output_grads, bias_steps
         cdef object bias
+        # The parameter arrays of this step. Another thread may assign a new
+        # array to a Parameter's data or grad while the GIL is released, which
+        # would free the old array under the kernel, so the step keeps its own
+        # references until it ends.
+        cdef list parameter_arrays = []
 
         outputs, output_grads, bias_steps = self.workspace(n_samples)
         if mean and n_samples > 0:
@@ -363,11 +374,15 @@ cdef class DenseChain:
         arrays.bias_steps = self.pointers + 6 * n_blocks
 
         for block in range(n_blocks):
-            arrays.weights[block] = data_of(self.weights[block].data)
-            arrays.weight_grads[block] = data_of(self.weights[block].grad)
+            arrays.weights[block] = data_of(kept(parameter_arrays, self.weights[block].data))
+            arrays.weight_grads[block] = data_of(kept(parameter_arrays, self.weights[block].grad))
             bias = self.biases[block]
-            arrays.biases[block] = NULL if bias is None else data_of(bias.data)
-            arrays.bias_grads[block] = NULL if bias is None else data_of(bias.grad)
+            if bias is None:
+                arrays.biases[block] = NULL
+                arrays.bias_grads[block] = NULL
+            else:
+                arrays.biases[block] = data_of(kept(parameter_arrays, bias.data))
+                arrays.bias_grads[block] = data_of(kept(parameter_arrays, bias.grad))
             arrays.outputs[block] = data_of(outputs[block])
             arrays.output_grads[block] = data_of(output_grads[block])
             arrays.bias_steps[block] = data_of(bias_steps[block])

@@ -62,7 +62,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nnback import _activations, _linear, _softmax, _validation
-from nnback._concurrency import UseGuard, exclusive
+from nnback._concurrency import UseGuard, exclusive, forked_in_use_error
 
 __all__ = [
     "Parameter",
@@ -650,7 +650,8 @@ class Linear:
             If ``forward`` has not been called, or another thread is using the
             layer.
         TypeError
-            If dy has a complex, object, string, datetime or void dtype.
+            If dy has a complex, object, string, datetime or void dtype, or
+            ``need_dx`` is not a bool.
         ValueError
             If dy does not have the shape of the last forward output.
 
@@ -670,6 +671,7 @@ class Linear:
         >>> print(layer.bias.grad)
         [2.]
         """
+        _validation.check_flag("need_dx", need_dx)
         if self._x is None or self._last is None:
             raise RuntimeError(f"{self!r}: backward was called before forward")
         buffers = self._last
@@ -1264,7 +1266,8 @@ class Sequential:
     TypeError
         If a layer is a SoftmaxCrossEntropy or lacks one of the four methods.
     ValueError
-        If no layer is given, a layer object appears twice, consecutive Linear
+        If no layer is given, a layer object appears twice (also inside a
+        nested Sequential), two layers share a Parameter, consecutive Linear
         sizes do not match, or the parameters have more than one dtype.
 
     Examples
@@ -1307,20 +1310,45 @@ class Sequential:
         self._use_guard = UseGuard()
 
         self._check_unique_layers()
+        self._check_unique_parameters()
         self._check_feature_sizes()
         self._check_dtypes()
 
+    def _positioned_layers(self, prefix="layers"):
+        """Yield (position, layer) for every layer, including those of nested Sequentials."""
+        for index, layer in enumerate(self.layers):
+            position = f"{prefix}[{index}]"
+            yield position, layer
+            if isinstance(layer, Sequential):
+                yield from layer._positioned_layers(f"{position}.layers")
+
     def _check_unique_layers(self):
         # A layer keeps the state of its last forward call, so one object
-        # cannot serve two positions.
-        seen: dict[int, int] = {}
-        for index, layer in enumerate(self.layers):
+        # cannot serve two positions, also not inside a nested Sequential.
+        seen: dict[int, str] = {}
+        for position, layer in self._positioned_layers():
             if id(layer) in seen:
                 raise ValueError(
-                    f"layers[{index}] is the same object as layers[{seen[id(layer)]}] "
+                    f"{position} is the same object as {seen[id(layer)]} "
                     f"({layer!r}): create a separate layer for each position"
                 )
-            seen[id(layer)] = index
+            seen[id(layer)] = position
+
+    def _check_unique_parameters(self):
+        # backward overwrites .grad, so a Parameter shared by two layers would
+        # get the gradient of one use only, and tied weights are not supported.
+        seen: dict[int, str] = {}
+        for position, layer in self._positioned_layers():
+            if isinstance(layer, Sequential):
+                continue
+            for parameter in layer.parameters():
+                if id(parameter) in seen:
+                    raise ValueError(
+                        f"{position} uses the same Parameter ({parameter!r}) as "
+                        f"{seen[id(parameter)]}: shared (tied) Parameters are not "
+                        f"supported, give each layer its own Parameter"
+                    )
+                seen[id(parameter)] = position
 
     def _check_feature_sizes(self):
         previous_index, previous_out = None, None
@@ -1440,9 +1468,11 @@ class Sequential:
         RuntimeError
             If ``forward`` has not been called, or another thread is using the
             model or one of its layers.
-        TypeError, ValueError
-            As raised by the layers, for example ValueError for dy of the wrong
-            shape.
+        TypeError
+            If ``need_dx`` is not a bool, and as raised by the layers.
+        ValueError
+            If two layers share a Parameter (assigned after construction), and
+            as raised by the layers, for example for dy of the wrong shape.
 
         Examples
         --------
@@ -1455,6 +1485,8 @@ class Sequential:
         >>> model[0].weight.grad.shape
         (4, 8)
         """
+        _validation.check_flag("need_dx", need_dx)
+        self._check_unique_parameters()
         first_trainable = next(
             (index for index, layer in enumerate(self.layers) if layer.parameters()), None
         )
@@ -1490,7 +1522,8 @@ class Sequential:
         ------
         RuntimeError
             If another thread is inside ``forward``, ``backward`` or
-            ``train_step`` of this model, whose update would change the weights
+            ``train_step`` of this model when the call starts, or enters one of
+            them before it ends, because the update may change the weights
             during the call.
         TypeError, ValueError
             As raised by the layers, for example ValueError for x of another
@@ -1504,11 +1537,15 @@ class Sequential:
         >>> model.predict(np.zeros((2, 4))).shape
         (2, 3)
         """
-        if self._use_guard.held_by_other_thread():
+        guard = self._use_guard
+        if guard.held_by_other_thread():
+            if guard.held_before_fork():
+                raise forked_in_use_error(self)
             raise RuntimeError(
                 "Sequential.predict was called while another thread is training this "
                 "model. Predict on a copy (copy.deepcopy(model)) or after training ends"
             )
+        entries_before = guard.entry_count
         # An activation overwrites its input only when that array was allocated
         # by this call. Linear and the activations of this module always return
         # a new array. Any other layer may return its input, a view of it, or
@@ -1520,6 +1557,14 @@ class Sequential:
             else:
                 x = layer.predict(x)
                 output_is_fresh = type(layer) in _FRESH_OUTPUT_TYPES
+
+        if guard.entry_count != entries_before or guard.held_by_other_thread():
+            raise RuntimeError(
+                "Sequential.predict overlapped a forward, backward or train_step call on "
+                "this model in another thread, so the result may mix weights from before "
+                "and after an update. Predict on a copy (copy.deepcopy(model)) or after "
+                "training ends"
+            )
         return x
 
     def save(self, path):
