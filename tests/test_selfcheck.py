@@ -38,6 +38,29 @@ def test_normwise_error_empty():
     assert selfcheck.normwise_error(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
 
 
+def test_normwise_error_scale_bounds_denominator():
+    # max |difference| = 1e-16, max |expected| = 1e-15, scale = 1.0
+    error = selfcheck.normwise_error(np.array([1.1e-15]), np.array([1e-15]), scale=1.0)
+    assert error == pytest.approx(1e-16, rel=1e-6)
+    assert selfcheck.normwise_error(np.array([1.0, 2.0]), np.array([1.0, 2.5]), scale=0.1) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 2**63])
+def test_run_passes_with_saturated_single_entry(seed):
+    # These seeds draw a single saturated sigmoid or tanh input, whose gradient
+    # cancels to almost zero: they failed when the error was relative to it.
+    stream = io.StringIO()
+    assert selfcheck.run(stream, seed=seed), stream.getvalue()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "1", None, True], ids=["negative", "float", "str", "none", "bool"])
+def test_run_rejects_invalid_seed(seed):
+    stream = io.StringIO()
+    with pytest.raises(ValueError, match=r"^seed must be an int >= 0, got "):
+        selfcheck.run(stream, seed=seed)
+    assert stream.getvalue() == ""
+
+
 def test_result_nan_error_fails():
     assert not selfcheck.Result("x", float("nan"), 1.0, 1).passed
     assert selfcheck.Result("x", 1.0, 1.0, 1).passed

@@ -238,6 +238,16 @@ def check_out_overlap(out, named_inputs, *, allow_same_buffer):
 # ---------------------------------------------------------------------------
 
 
+def check_flag(name, value):
+    """Raise TypeError unless ``value`` is a bool or numpy.bool_.
+
+    A string such as "no" or a non-empty array would otherwise be taken for
+    its truth value, or fail with NumPy's "truth value ... is ambiguous".
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 def check_reduction(reduction):
     """Raise ValueError unless ``reduction`` is "mean", "sum" or "none"."""
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:

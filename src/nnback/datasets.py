@@ -39,7 +39,9 @@ dtype or shape, or would not fit in memory costs no decompression.
 import errno
 import gzip
 import math
+import numbers
 import os
+import stat
 import struct
 import tokenize
 import zipfile
@@ -173,6 +175,9 @@ def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
     ------
     ImportError
         If scikit-learn is not installed.
+    ValueError
+        If ``test_fraction`` is not a number in (0, 1), or ``seed`` is not an
+        int in [0, 2**32 - 1].
 
     Examples
     --------
@@ -192,6 +197,7 @@ def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
             "install it with 'pip install scikit-learn' or pass another data set"
         ) from exc
 
+    test_fraction, seed = _checked_split_arguments(test_fraction, seed)
     digits = sklearn_load_digits()
     # Pixel values are integers from 0 to 16.
     x = (digits.data / 16.0).astype(np.float32)
@@ -205,6 +211,23 @@ def load_digits(test_fraction=DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED):
         np.ascontiguousarray(x_test),
         np.ascontiguousarray(y_test),
     )
+
+
+def _checked_split_arguments(test_fraction, seed):
+    """Return (test_fraction, seed) as float and int, or raise ValueError naming the argument.
+
+    train_test_split would also take an int test_size as a sample count, and
+    its errors name its own arguments, test_size and random_state.
+    """
+    if isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an int in [0, 2**32 - 1], got {seed!r}")
+    if not 0 <= int(seed) <= 2**32 - 1:
+        raise ValueError(f"seed must be an int in [0, 2**32 - 1], got {seed!r}")
+    return float(test_fraction), int(seed)
 
 
 # ---------------------------------------------------------------------------
@@ -405,9 +428,22 @@ def _format_bytes(n_bytes):
 
 
 def _read_signature(path, size=8):
-    """Return the first ``size`` bytes of the file at ``path``."""
-    with open(path, "rb") as file:
-        return file.read(size)
+    """Return the first ``size`` bytes of the file at ``path``, which must be a regular file.
+
+    The file is opened without blocking, so that a FIFO without a writer raises
+    ValueError at once instead of blocking the caller. A directory raises
+    IsADirectoryError, as ``open`` does.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path}: not a regular file (a FIFO, socket or device)")
+        return os.read(descriptor, size)
+    finally:
+        os.close(descriptor)
 
 
 def _read_npy_header(file):
@@ -560,7 +596,7 @@ def load_npz(path):
     >>> data.y_train
     array([0, 1, 1])
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     with _open_npz(path) as archive:
         members = _npz_members(archive)
         missing = [key for key in NPZ_KEYS if key not in members]
@@ -606,6 +642,7 @@ def _read_npy(path, role, name):
 
 def _read_bytes(path):
     """Return the content of ``path``, decompressed when the name ends in .gz."""
+    _read_signature(path, 0)  # raises for a FIFO or device, which open() would block on
     if not path.endswith(".gz"):
         with open(path, "rb") as file:
             return file.read()
@@ -773,7 +810,7 @@ def read_idx(path):
     >>> array
     array([7, 2, 1], dtype=uint8)
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     return parse_idx(_read_bytes(path), source=path)
 
 
@@ -781,7 +818,14 @@ def _find_mnist_file(folder, name):
     """Return the path of ``name`` or ``name.gz`` in ``folder``."""
     for candidate in (name, name + ".gz"):
         path = os.path.join(folder, candidate)
-        if os.path.isfile(path):
+        # os.stat, unlike os.path.isfile, raises PermissionError for a folder
+        # that cannot be searched, so that error names the file instead of
+        # being reported as a missing file.
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode):
             return path
     raise FileNotFoundError(
         f"{folder}: missing MNIST file {name} (or {name}.gz): expected the files "
@@ -836,8 +880,12 @@ def load_mnist_idx(folder):
     >>> data.x_train.shape, data.x_test.shape, data.n_classes
     ((5, 784), (2, 784), 5)
     """
-    folder = os.fspath(folder)
+    folder = os.fsdecode(os.fspath(folder))
     if not os.path.isdir(folder):
+        if _path_exists(folder):
+            raise NotADirectoryError(
+                errno.ENOTDIR, "not a directory: expected a folder with the MNIST IDX files", folder
+            )
         raise FileNotFoundError(f"{folder}: no such directory")
 
     arrays = {}
@@ -852,6 +900,19 @@ def load_mnist_idx(folder):
             )
         arrays[key] = array
     return _make_dataset(arrays, folder)
+
+
+def _path_exists(path):
+    """Return whether ``path`` exists, raising what os.stat raises except FileNotFoundError.
+
+    os.path.exists returns False for a path in a folder that cannot be searched
+    and for a path with a NUL character, which would be reported as missing.
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def load_dataset(path):
@@ -889,10 +950,10 @@ def load_dataset(path):
     >>> data.n_features, data.n_classes
     (3, 3)
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     if os.path.isdir(path):
         return load_mnist_idx(path)
-    if not os.path.exists(path):
+    if not _path_exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.endswith(".npz"):
         return load_npz(path)
@@ -951,10 +1012,10 @@ def load_samples(path):
     >>> x.shape, x.dtype, y
     ((4, 6), dtype('float32'), None)
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     if os.path.isdir(path):
         return _load_mnist_test_samples(path)
-    if not os.path.exists(path):
+    if not _path_exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
 
     if path.endswith(".npz"):

@@ -922,6 +922,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"dtype={self.dtype!r} differs from the dtype {self.model_.dtype} of the "
                 f"fitted model: refit without warm_start to change it"
             )
+        if not first_pass:
+            self._check_fitted_architecture()
+        if self.early_stopping and not incremental and self.validation_fraction == 0:
+            raise ValueError(
+                "validation_fraction=0 leaves no validation set for early_stopping=True: "
+                "pass a validation_fraction in (0, 1) or early_stopping=False"
+            )
         X, y = validate_data(self, X, y, reset=first_pass, dtype=self._dtype, order="C")
         y_encoded = self._encode_labels(y, incremental, classes)
 
@@ -945,6 +952,26 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
         return self
+
+    def _check_fitted_architecture(self):
+        """Raise ValueError if hidden_layer_sizes or activation changed since the network was built.
+
+        warm_start and partial_fit continue training the fitted network, which
+        would otherwise keep its old layers without a word.
+        """
+        fitted_hidden = list(self._layer_sizes[1:-1])
+        if list(self._hidden_sizes()) != fitted_hidden:
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} differs from the hidden "
+                f"layer sizes {tuple(fitted_hidden)} of the fitted network: refit without "
+                f"warm_start (or start partial_fit on a new estimator) to change them"
+            )
+        if self.activation != self._fitted_activation:
+            raise ValueError(
+                f"activation={self.activation!r} differs from the activation "
+                f"{self._fitted_activation!r} of the fitted network: refit without "
+                f"warm_start (or start partial_fit on a new estimator) to change it"
+            )
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -1159,8 +1186,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _update_no_improvement_count(self, early_stopping, X_val, y_val):
         """Count epochs without improvement, with scikit-learn's rules for tol."""
         if early_stopping:
-            # With early_stopping, fit sets both to a list and a float.
-            assert self.validation_scores_ is not None and self.best_validation_score_ is not None
+            # A warm start after a fit without early stopping has no scores yet.
+            if self.validation_scores_ is None or self.best_validation_score_ is None:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
             score = float(np.mean(self._predict_indices(X_val) == y_val))
             self.validation_scores_.append(score)
             if self.verbose:
@@ -1174,6 +1203,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self._best_parameters = [p.data.copy() for p in self.model_.parameters()]
             return
 
+        # A fit with early stopping leaves best_loss_ None, and a later warm
+        # start or partial_fit without it starts its own record.
+        if self.best_loss_ is None:
+            self.best_loss_ = np.inf
         if self.loss_curve_[-1] > self.best_loss_ - self.tol:
             self._no_improvement_count += 1
         else:

@@ -230,7 +230,8 @@ def linear_backward(
     Raises
     ------
     TypeError
-        If an input has a complex, object, string, datetime or void dtype.
+        If an input has a complex, object, string, datetime or void dtype,
+        or ``need_dx`` is not a bool.
     ValueError
         If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, dy does
         not have shape (B, n_outputs), or a dimension exceeds 2**31 - 1.
@@ -266,6 +267,7 @@ def linear_backward(
     dtype = validation.common_dtype({"x": x, "weight": weight, "dy": dy})
     validation.check_linear_shapes(x, weight)
     validation.check_linear_gradient_shape(x, weight, dy)
+    validation.check_flag("need_dx", need_dx)
     validation.require_blas_dimensions("x", x)
     validation.require_blas_dimensions("weight", weight)
 

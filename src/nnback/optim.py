@@ -189,6 +189,7 @@ class SGD(Optimizer):
     ----------
     velocity : list of ndarray
         The momentum buffer of each Parameter (empty list without momentum).
+        Read-only: write ``velocity[i][...] = values`` to change a buffer.
 
     Raises
     ------
@@ -234,7 +235,7 @@ class SGD(Optimizer):
         super().__init__(params)
         self.lr = lr
         self._nesterov = False
-        self.velocity = []
+        self._velocity = []
         self._flat_velocity = []
         self.momentum = momentum
         self.nesterov = nesterov
@@ -255,13 +256,25 @@ class SGD(Optimizer):
             )
         self._momentum = momentum
         if momentum == 0:
-            self.velocity = []
+            self._velocity = []
             self._flat_velocity = []
         elif not self._flat_velocity:
             for param in self.params:
                 buffer, flat = self._new_state(param)
-                self.velocity.append(buffer)
+                self._velocity.append(buffer)
                 self._flat_velocity.append(flat)
+
+    @property
+    def velocity(self):
+        """The momentum buffer of each Parameter, or an empty list without momentum."""
+        return self._velocity
+
+    @velocity.setter
+    def velocity(self, value):
+        raise AttributeError(
+            "SGD.velocity is read-only, because step() updates the buffers it was built "
+            "with: copy values in with optimizer.velocity[i][...] = values"
+        )
 
     @property
     def nesterov(self):
@@ -281,7 +294,7 @@ class SGD(Optimizer):
     def __setstate__(self, state):
         # Flat views come back from pickling as copies: point them at the velocity again.
         self.__dict__.update(state)
-        self._flat_velocity = [buffer.reshape(-1) for buffer in self.velocity]
+        self._flat_velocity = [buffer.reshape(-1) for buffer in self._velocity]
 
     @exclusive
     def step(self):
@@ -332,7 +345,8 @@ class Adam(Optimizer):
     step_count : int
         Number of steps taken, >= 0.
     exp_avg, exp_avg_sq : list of ndarray
-        First and second moment estimates of each Parameter.
+        First and second moment estimates of each Parameter. Read-only: write
+        ``exp_avg[i][...] = values`` to change a buffer.
 
     Raises
     ------
@@ -381,14 +395,38 @@ class Adam(Optimizer):
         self.weight_decay = weight_decay
 
         self.step_count = 0
-        self.exp_avg, self.exp_avg_sq = [], []
+        self._exp_avg, self._exp_avg_sq = [], []
         self._flat_state = []
         for param in self.params:
             exp_avg, flat_avg = self._new_state(param)
             exp_avg_sq, flat_avg_sq = self._new_state(param)
-            self.exp_avg.append(exp_avg)
-            self.exp_avg_sq.append(exp_avg_sq)
+            self._exp_avg.append(exp_avg)
+            self._exp_avg_sq.append(exp_avg_sq)
             self._flat_state.append((flat_avg, flat_avg_sq))
+
+    @property
+    def exp_avg(self):
+        """The first moment estimate of each Parameter."""
+        return self._exp_avg
+
+    @exp_avg.setter
+    def exp_avg(self, value):
+        raise AttributeError(
+            "Adam.exp_avg is read-only, because step() updates the buffers it was built "
+            "with: copy values in with optimizer.exp_avg[i][...] = values"
+        )
+
+    @property
+    def exp_avg_sq(self):
+        """The second moment estimate of each Parameter."""
+        return self._exp_avg_sq
+
+    @exp_avg_sq.setter
+    def exp_avg_sq(self, value):
+        raise AttributeError(
+            "Adam.exp_avg_sq is read-only, because step() updates the buffers it was "
+            "built with: copy values in with optimizer.exp_avg_sq[i][...] = values"
+        )
 
     @property
     def betas(self):
@@ -436,7 +474,7 @@ class Adam(Optimizer):
         self.__dict__.update(state)
         self._flat_state = [
             (exp_avg.reshape(-1), exp_avg_sq.reshape(-1))
-            for exp_avg, exp_avg_sq in zip(self.exp_avg, self.exp_avg_sq)
+            for exp_avg, exp_avg_sq in zip(self._exp_avg, self._exp_avg_sq)
         ]
 
     @exclusive

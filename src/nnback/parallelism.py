@@ -6,20 +6,28 @@ calling thread. These functions set the thread count of every BLAS and OpenMP
 pool in the process at once, through threadpoolctl.
 """
 
+import numbers
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 # The BLAS and OpenMP libraries take the thread count as a C int.
 MAX_THREADS = 2**31 - 1
 
 
-def _check_num_threads(n_threads: int) -> None:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+def _check_num_threads(n_threads: int) -> int:
+    """Return ``n_threads`` as an int after checking that it is an integer in [1, MAX_THREADS]."""
+    # numbers.Integral admits NumPy integers such as np.int64(2), but not bool.
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads > MAX_THREADS:
+    count = int(n_threads)
+    if count < 1:
+        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+    if count > MAX_THREADS:
         raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n_threads}")
+    return count
 
 
 def set_num_threads(n_threads: int) -> None:
@@ -36,7 +44,7 @@ def set_num_threads(n_threads: int) -> None:
     Raises
     ------
     ValueError
-        If ``n_threads`` is not a positive int.
+        If ``n_threads`` is not a positive integer (a Python or NumPy int).
 
     Examples
     --------
@@ -47,8 +55,7 @@ def set_num_threads(n_threads: int) -> None:
         ...
     ValueError: n_threads must be a positive integer, got 0
     """
-    _check_num_threads(n_threads)
-    threadpool_limits(limits=n_threads)
+    threadpool_limits(limits=_check_num_threads(n_threads))
 
 
 def threads(n_threads: int) -> AbstractContextManager[Any]:
@@ -70,7 +77,7 @@ def threads(n_threads: int) -> AbstractContextManager[Any]:
     Raises
     ------
     ValueError
-        If ``n_threads`` is not a positive int.
+        If ``n_threads`` is not a positive integer (a Python or NumPy int).
 
     Examples
     --------
@@ -82,5 +89,4 @@ def threads(n_threads: int) -> AbstractContextManager[Any]:
     >>> y.shape
     (2, 3)
     """
-    _check_num_threads(n_threads)
-    return threadpool_limits(limits=n_threads)
+    return threadpool_limits(limits=_check_num_threads(n_threads))

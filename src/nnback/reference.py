@@ -287,7 +287,8 @@ def linear_backward(
     Raises
     ------
     TypeError
-        If an input has a complex, object, string, datetime or void dtype.
+        If an input has a complex, object, string, datetime or void dtype,
+        or ``need_dx`` is not a bool.
     ValueError
         If x or weight is not 2-D, ``x.shape[1] != weight.shape[0]``, or dy
         does not have shape (B, n_outputs).
@@ -322,6 +323,7 @@ def linear_backward(
     dtype = validation.common_dtype({"x": x, "weight": weight, "dy": dy})
     validation.check_linear_shapes(x, weight)
     validation.check_linear_gradient_shape(x, weight, dy)
+    validation.check_flag("need_dx", need_dx)
 
     x = validation.as_computation_array(x, dtype)
     weight = validation.as_computation_array(weight, dtype)

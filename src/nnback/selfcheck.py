@@ -13,6 +13,7 @@ the comparisons use normwise error bounds rather than exact equality: the
 maximum absolute difference divided by the maximum absolute reference value.
 """
 
+import numbers
 import platform
 import sys
 from dataclasses import dataclass
@@ -77,13 +78,16 @@ class Result:
         return self.error <= self.limit
 
 
-def normwise_error(actual, expected):
+def normwise_error(actual, expected, scale=0.0):
     """Return ``max|actual - expected| / max|expected|`` over the finite entries of ``expected``.
 
     Parameters
     ----------
     actual, expected : array_like
         Arrays of the same shape. ``expected`` is the trusted value.
+    scale : float, default 0.0
+        A lower bound of the denominator, for results that can cancel to
+        nearly zero although their inputs are of order ``scale``.
 
     Returns
     -------
@@ -112,7 +116,7 @@ def normwise_error(actual, expected):
         return float("inf")
 
     difference = np.max(np.abs(actual[finite] - expected[finite]), initial=0.0)
-    scale = np.max(np.abs(expected[finite]), initial=0.0)
+    scale = max(np.max(np.abs(expected[finite]), initial=0.0), scale)
     if difference == 0.0:
         return 0.0
     return float(difference / scale) if scale > 0 else float("inf")
@@ -152,9 +156,15 @@ def _activation_parity(rng, dtype, name):
 
         y = getattr(functional, f"{name}_forward")(x)
         errors.append(normwise_error(y, getattr(reference, f"{name}_forward")(x)))
+        # In the saturated tails dy * (1 - y**2) and dy * y * (1 - y) cancel to
+        # almost zero, and two roundings of the same formula differ in their
+        # last digits. Both are exact to a few units of max|dy|, which is
+        # therefore the scale: a single saturated entry would otherwise fail
+        # the check for some seeds.
         errors.append(normwise_error(
             getattr(functional, f"{name}_backward")(y, dy),
             getattr(reference, f"{name}_backward")(y, dy),
+            scale=float(np.max(np.abs(dy), initial=0.0)),
         ))
     return errors
 
@@ -338,19 +348,32 @@ def _training_step_error(rng, dtype):
 # ---------------------------------------------------------------------------
 
 
+def _check_seed(seed):
+    # numpy.random.default_rng accepts any int >= 0, also beyond 64 bits, but its
+    # own error for other values does not name the argument.
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+
+
 def run_checks(seed=0):
     """Run every check.
 
     Parameters
     ----------
     seed : int, default 0
-        Seed of the random inputs.
+        Seed of the random inputs, >= 0.
 
     Returns
     -------
     list of Result
         One entry per operation group and dtype, in the order they ran.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is not an int >= 0.
     """
+    _check_seed(seed)
     rng = np.random.default_rng(seed)
     results = []
 
@@ -421,15 +444,21 @@ def run(stream=None, verbose=False, seed=0):
     verbose : bool, default False
         Print every check. By default only failed checks and a summary are printed.
     seed : int, default 0
-        Seed of the random inputs.
+        Seed of the random inputs, >= 0.
 
     Returns
     -------
     bool
         True if every check passed.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is not an int >= 0, before anything is printed.
     """
     from nnback import __version__
 
+    _check_seed(seed)
     stream = sys.stdout if stream is None else stream
     print(
         f"nnback {__version__}, Python {platform.python_version()}, NumPy {np.__version__}, "

@@ -206,6 +206,8 @@ def _check_step_objects(model, loss, optimizer):
             f"reduction attribute"
         )
 
+    if isinstance(model, Sequential):
+        model._check_unique_parameters()
     if isinstance(optimizer, Optimizer):
         model_parameters = {id(parameter) for parameter in model.parameters()}
         for index, parameter in enumerate(optimizer.params):
@@ -254,8 +256,8 @@ def train_step(
     ------
     ValueError
         If the loss has ``reduction="none"``, x has no rows, x or targets have
-        the wrong shape, or the optimizer updates a Parameter that is not in
-        the model.
+        the wrong shape, two layers of the model share a Parameter, or the
+        optimizer updates a Parameter that is not in the model.
     TypeError
         If x or targets have an unsupported dtype, or model, loss or optimizer
         lacks a method that the step calls (as for swapped arguments).
