@@ -985,8 +985,8 @@ def test_atomic_write_bad_encoding_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_atomic_write_module_exports():
-    assert _files.__all__ == ["atomic_write"]
+def test_files_module_exports():
+    assert _files.__all__ == ["atomic_write", "read_regular_file_start"]
 
 
 def test_serialization_module_exports():

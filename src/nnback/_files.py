@@ -1,16 +1,19 @@
-"""Atomic replacement of files.
+"""Atomic replacement of files, and reads that cannot block on a FIFO.
 
 :func:`atomic_write` writes new content to a temporary file in the target's
 directory and renames it over the target. A process that opens the target
 reads either the old file or the complete new one, never a partial write.
+:func:`read_regular_file_start` reads the first bytes of a file that must be a
+regular file.
 """
 
 import codecs
+import errno
 import os
 import secrets
 import stat
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "read_regular_file_start"]
 
 # Temporary files are named ".nnback-<16 hex digits>.tmp": short enough for any
 # target name that the file system accepts, and hidden from a plain `ls`.
@@ -154,5 +157,26 @@ def _sync_directory(directory):
         # Some file systems and platforms cannot fsync a directory. The file
         # data itself was synced before the rename.
         pass
+    finally:
+        os.close(descriptor)
+
+
+def read_regular_file_start(path, size, not_regular_message):
+    """Return the first ``size`` bytes of the file at ``path``, which must be a regular file.
+
+    The file is opened without blocking, so that a FIFO without a writer raises
+    ``ValueError(not_regular_message)`` at once instead of blocking the caller,
+    as do sockets and devices. A directory raises IsADirectoryError, as
+    ``open`` does.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ValueError(not_regular_message)
+        return os.read(descriptor, size)
     finally:
         os.close(descriptor)

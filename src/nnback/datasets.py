@@ -50,6 +50,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from nnback._files import read_regular_file_start
+
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
@@ -428,22 +430,10 @@ def _format_bytes(n_bytes):
 
 
 def _read_signature(path, size=8):
-    """Return the first ``size`` bytes of the file at ``path``, which must be a regular file.
-
-    The file is opened without blocking, so that a FIFO without a writer raises
-    ValueError at once instead of blocking the caller. A directory raises
-    IsADirectoryError, as ``open`` does.
-    """
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path}: not a regular file (a FIFO, socket or device)")
-        return os.read(descriptor, size)
-    finally:
-        os.close(descriptor)
+    """Return the first ``size`` bytes of the file at ``path``, which must be a regular file."""
+    return read_regular_file_start(
+        path, size, f"{path}: not a regular file (a FIFO, socket or device)"
+    )
 
 
 def _read_npy_header(file):

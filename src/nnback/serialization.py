@@ -68,7 +68,6 @@ import math
 import os
 import re
 import reprlib
-import stat
 import tokenize
 import zipfile
 import zlib
@@ -77,7 +76,7 @@ import numpy as np
 
 import nnback
 from nnback import datasets
-from nnback._files import atomic_write
+from nnback._files import atomic_write, read_regular_file_start
 from nnback._validation import MAX_BLAS_DIMENSION
 from nnback.layers import Linear, ReLU, Sequential, Sigmoid, Tanh
 
@@ -537,22 +536,10 @@ def _build_model(archive, architecture, headers):
 
 
 def _read_signature(path):
-    """Return the first 4 bytes of the file ``path``, which must be a regular file.
-
-    The file is opened without blocking, so that a FIFO without a writer raises
-    ValueError at once. A directory raises IsADirectoryError, as ``open`` does.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(path, flags)
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path!r} is not an nnback model file: it is not a regular file")
-        return os.read(descriptor, 4)
-    finally:
-        os.close(descriptor)
+    """Return the first 4 bytes of the file at ``path``, which must be a regular file."""
+    return read_regular_file_start(
+        path, 4, f"{path!r} is not an nnback model file: it is not a regular file"
+    )
 
 
 def load(path: str | os.PathLike[str]) -> Sequential:

@@ -206,10 +206,13 @@ def _check_step_objects(model, loss, optimizer):
             f"reduction attribute"
         )
 
-    if isinstance(model, Sequential):
+    parameters = model.parameters()
+    model_parameters = {id(parameter) for parameter in parameters}
+    # This runs on every step, so the detailed check that names the layers
+    # runs only when the cheap count shows a Parameter listed twice.
+    if isinstance(model, Sequential) and len(model_parameters) != len(parameters):
         model._check_unique_parameters()
     if isinstance(optimizer, Optimizer):
-        model_parameters = {id(parameter) for parameter in model.parameters()}
         for index, parameter in enumerate(optimizer.params):
             if id(parameter) not in model_parameters:
                 raise ValueError(
