@@ -10,10 +10,10 @@ Each target runs in a child process that feeds seeded random byte buffers to a
 Hypothesis test through ``fuzz_one_input``. A buffer determines its input
 completely, so every failure is saved as a ``.bin`` file that ``--replay``
 runs again, with a ``.txt`` file that contains the traceback. Before each input
-the child writes the buffer and its index to a state file. If the child dies
-(a segmentation fault or an abort), or stops making progress for
-``--hang-timeout`` seconds and is killed, the runner saves that buffer as the
-failing input and starts a new child for the rest of the target's time.
+the child writes the buffer and its index to a state file. The child may die
+(a segmentation fault or an abort), or make no progress for ``--hang-timeout``
+seconds and be killed. Then the runner saves that buffer as the failing input
+and starts a new child for the rest of the target's time.
 
 The runner prints one line per target (executions, distinct failures, time)
 and exits with status 1 if any target failed.

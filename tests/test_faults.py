@@ -1,10 +1,10 @@
 """Fault tests: non-finite losses, Ctrl-C in ``nnback train``, and processes killed while saving.
 
 The subprocess tests start ``python -m nnback`` or a small script and signal it
-once it has written a line that marks the moment to interrupt, or run a script
-that sends SIGINT to itself at one exact point, so they never depend on how
-long a step takes. SIGINT is reset to its default action in each
-child, because a shell starts background jobs with SIGINT ignored and a child
+once it has written a line that marks the moment to interrupt. Others run a
+script that sends SIGINT to itself at one exact point. So no test depends on
+how long a step takes. SIGINT is reset to its default action in each child,
+because a shell starts background jobs with SIGINT ignored and a child
 inherits that.
 """
 

@@ -609,7 +609,7 @@ def test_dataset_loaders_reject_fifo_without_blocking(tmp_path, loader_name, nam
         getattr(datasets, loader_name)(path)
 
 
-def test_load_mnist_idx_of_file_raises_not_a_directory(tmp_path):
+def test_load_mnist_idx_file_path_raises(tmp_path):
     from nnback import datasets
 
     path = tmp_path / "data.npz"

@@ -7,11 +7,10 @@ that the case uses. It then runs further blocks of calls, and after each it
 records its resident set size (RSS, from /proc/self/statm) and the number of
 memory blocks that Python's allocator holds (``sys.getallocatedblocks``).
 
-A leak in a kernel shows in one of three ways: malloc'd memory that is never
-freed raises the RSS, a Python object that is never released raises the
-allocated block count, and an extra reference to an input or output array
-(for example a buffer export that is never released) raises its reference
-count. Run ``python tests/test_memory.py CASE ...`` to print the raw
+A leak in a kernel shows in one of three ways. Memory from malloc that is
+never freed raises the RSS. A Python object that is never released raises the
+allocated block count. An extra reference to an input or output array (for
+example a buffer export that is never released) raises its reference count. Run ``python tests/test_memory.py CASE ...`` to print the raw
 measurements of some cases.
 """
 

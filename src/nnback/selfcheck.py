@@ -3,9 +3,9 @@
 ``python -m nnback check`` calls :func:`run`. It prints the BLAS and OpenMP
 libraries loaded in the process, with their versions, CPU architectures and
 thread counts. Then it compares every compiled operation with
-``nnback.reference`` on a small grid of shapes in float32 and float64, checks
-the backward passes against central finite differences in float64, and
-compares one fused training step with the same step written with the reference
+``nnback.reference`` on a small grid of shapes in float32 and float64. It also
+checks the backward passes against central finite differences in float64, and
+one fused training step against the same step written with the reference
 functions.
 
 BLAS builds differ between machines in their kernels and summation order, so
